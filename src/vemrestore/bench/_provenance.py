@@ -1,0 +1,53 @@
+"""Where a result came from: the command, the machine and the commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["git_commit", "machine_info", "provenance"]
+
+
+def git_commit() -> str:
+    """The checkout's HEAD commit, suffixed ``-dirty`` when files differ; "unknown" outside git."""
+    repo = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU count and, when importable, torch and its device."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """The ``command``, ``machine`` and ``commit`` keys every saved result carries."""
+    args = sys.argv if argv is None else argv
+    return {"command": " ".join(args), "machine": machine_info(), "commit": git_commit()}

@@ -1,0 +1,217 @@
+"""The typer application and its commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vemrestore.cli._errors import UserErrorGroup
+from vemrestore.errors import UserInputError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    cls=UserErrorGroup,
+    name="vemrestore",
+    help="Restore volume EM data: axial super-resolution, missing slices, lateral SR, benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+_AXES = {"z": 0, "y": 1, "x": 2}
+
+Factor = Annotated[float, typer.Option("--factor", "-k", help="Axial factor k (> 1), e.g. 8 for 80 nm sections at 10 nm voxels.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Channel = Annotated[int | None, typer.Option("--channel", help="Channel to use from a multi-channel file.")]
+
+
+@app.callback()
+def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def info(path: Annotated[str, typer.Argument(help="Volume: .tif, .h5:/dataset, .zarr, .mrc")], channel: Channel = None) -> None:
+    """Print shape, dtype, voxel size and format of a volume."""
+    from vemrestore.io import describe_volume, open_volume
+
+    description = describe_volume(open_volume(path, channel=channel))
+    for key, value in description.items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def degrade(
+    src: Annotated[str, typer.Argument(help="Isotropic input volume.")],
+    dst: Annotated[str, typer.Argument(help="Output volume (thick sections).")],
+    factor: Factor,
+    axis: Annotated[str, typer.Option(help="Axis to section along: z, y or x.")] = "z",
+    profile: Annotated[str, typer.Option(help="Slice profile: box (mean of k slices) or gaussian.")] = "box",
+    fwhm: Annotated[float | None, typer.Option(help="Gaussian FWHM in fine slices (default k).")] = None,
+    channel: Channel = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate thick sections: the forward model used to make test data."""
+    import numpy as np
+
+    from vemrestore.degrade import AxialSectioning
+    from vemrestore.io import Volume, check_finite, open_volume, write_volume
+
+    if axis not in _AXES:
+        raise UserInputError(f"--axis must be z, y or x, got {axis!r}")
+    if profile not in ("box", "gaussian"):
+        raise UserInputError(f"--profile must be box or gaussian, got {profile!r}")
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
+    sectioning = AxialSectioning(factor, axis=_AXES[axis], profile=profile, fwhm=fwhm)  # type: ignore[arg-type]
+    sections, info = sectioning.apply(volume.data)
+    sections = _cast_like(np.asarray(sections), volume.dtype)
+    voxel_size = list(volume.voxel_size)
+    voxel_size[_AXES[axis]] *= factor
+    out = write_volume(
+        Volume(sections, voxel_size=tuple(voxel_size), source=volume.source), dst, overwrite=overwrite
+    )
+    typer.echo(f"wrote {out}: {len(info.centres)} sections of {factor:g} slices along {axis}, voxel size {tuple(voxel_size)} nm")
+
+
+def _cast_like(array, dtype):
+    """Round and clip to an integer input dtype, so outputs keep the input's type."""
+    import numpy as np
+
+    if np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(array), limits.min, limits.max).astype(dtype)
+    return array.astype(np.float32)
+
+
+@app.command()
+def iso(
+    src: Annotated[str, typer.Argument(help="Anisotropic input volume (thick sections along z).")],
+    dst: Annotated[str, typer.Argument(help="Output: .zarr (any size, resumable) or .tif/.h5/.mrc (small).")],
+    factor: Factor,
+    method: Annotated[str, typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, ...")] = "cubic",
+    steps: Annotated[int | None, typer.Option(help="Training steps for learned methods (time vs quality).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config of the method (learned methods).")] = None,
+    block: Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")] = (64, 256, 256),
+    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")] = None,
+    channel: Channel = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Restore isotropic resolution along z, self-supervised from the volume itself."""
+    from vemrestore.engine import predict_volume
+    from vemrestore.io import check_finite, open_volume
+
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
+    restorer = _configured_method(method, factor=factor, steps=steps, config=config)
+    restorer.fit(volume)
+    out = predict_volume(
+        restorer, volume, dst, block_shape=block, scheduler=scheduler, overwrite=overwrite,
+        output_dtype=_output_dtype(volume.dtype),
+    )
+    typer.echo(f"wrote {out}: shape {restorer.output_shape(volume.shape)}, voxel size {restorer.output_voxel_size(volume.voxel_size)} nm")
+
+
+def _output_dtype(dtype) -> str:
+    import numpy as np
+
+    return np.dtype(dtype).name if np.issubdtype(dtype, np.integer) else "float32"
+
+
+def _configured_method(name: str, *, factor: float, steps: int | None, config: Path | None):
+    from vemrestore.methods import create_method, method_config_class
+
+    options: dict = {}
+    if config is not None:
+        from vemrestore.train import load_yaml_options
+
+        options = load_yaml_options(config)
+        options.pop("method", None)
+    options["scale_factor"] = factor
+    if steps is not None:
+        if "train" not in method_config_class(name).model_fields:
+            raise UserInputError(f"--steps applies to learned methods; {name!r} has no training")
+        options.setdefault("train", {})["num_steps"] = steps
+    return create_method(name, **options)
+
+
+train_app = typer.Typer(cls=UserErrorGroup, help="Train a learned method on a volume and save it.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("skeleton")
+def train_skeleton(
+    src: Annotated[str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")],
+    factor: Factor,
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    channel: Channel = None,
+) -> None:
+    """Train the skeleton network on the volume's own XY slices."""
+    from vemrestore.io import check_finite, open_volume
+
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
+    restorer = _configured_method("skeleton", factor=factor, steps=steps, config=config)
+    restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
+    restorer.save(out)
+    typer.echo(f"saved model to {out}")
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Directory written by `vemrestore train`.")],
+    src: Annotated[str, typer.Argument(help="Input volume.")],
+    dst: Annotated[str, typer.Argument(help="Output volume (.zarr for large outputs).")],
+    block: Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")] = (64, 256, 256),
+    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address.")] = None,
+    channel: Channel = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Apply a trained model to a volume, blockwise."""
+    from vemrestore.engine import predict_volume
+    from vemrestore.io import check_finite, open_volume
+    from vemrestore.methods import load_method
+
+    restorer = load_method(model_dir)
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
+    out = predict_volume(
+        restorer, volume, dst, block_shape=block, scheduler=scheduler, overwrite=overwrite,
+        output_dtype=_output_dtype(volume.dtype),
+    )
+    typer.echo(f"wrote {out}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """Score methods on isotropic volumes: degrade, restore, compare (see `vemrestore bench --help`)."""
+    from vemrestore.cli._bench import run_bench_command
+
+    run_bench_command(ctx.args)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = Path("vemrestore-demo"),
+    factor: Annotated[float, typer.Option("--factor", "-k", help="Axial factor to simulate.")] = 8.0,
+    method: Annotated[str, typer.Option(help="Method to show beside the baselines.")] = "cubic",
+    steps: Annotated[int | None, typer.Option(help="Training steps for a learned --method.")] = None,
+) -> None:
+    """Degrade a real EM cube along z, restore it, write the result, an orthoview and metrics."""
+    from vemrestore.cli._demo import run_demo
+
+    run_demo(out, factor=factor, method=method, steps=steps)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+

@@ -1,0 +1,148 @@
+"""The method protocol and the registry every restoration method joins.
+
+A method maps an input volume to an output volume whose voxel grid is the
+input grid scaled by ``scale`` (z, y, x). The engine asks for output regions;
+the method computes each from an input block that carries a halo. Nothing
+here schedules blocks or writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vemrestore.errors import UserInputError
+from vemrestore.io._volume import Volume
+
+__all__ = [
+    "BlockRequest",
+    "Method",
+    "MethodConfig",
+    "available_methods",
+    "create_method",
+    "get_method",
+    "method_config_class",
+    "register_method",
+]
+
+
+class MethodConfig(BaseModel):
+    """Options shared by all methods; each method subclasses it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    method: str
+    scale_factor: float = Field(gt=1.0, le=64.0, description="Upsampling factor along the restored axis")
+
+
+@dataclass(frozen=True)
+class BlockRequest:
+    """What the engine wants from one call of ``predict_block``.
+
+    Attributes
+    ----------
+    input_start : tuple of int
+        Index (z, y, x) in the whole input volume of the block's first voxel
+        (halo included).
+    output_region : tuple of slice
+        Absolute output voxels (z, y, x) to produce; steps are 1.
+    """
+
+    input_start: tuple[int, int, int]
+    output_region: tuple[slice, slice, slice]
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return tuple(s.stop - s.start for s in self.output_region)  # type: ignore[return-value]
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What every restoration method implements."""
+
+    name: ClassVar[str]
+    config: MethodConfig
+
+    def fit(self, volume: Volume) -> Method:
+        """Learn from the volume to restore (a no-op for interpolation)."""
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape (Z, Y, X) of the result for an input of ``input_shape``."""
+
+    def output_voxel_size(
+        self, voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """Voxel size (z, y, x) in nm of the result."""
+
+    def input_region(
+        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
+    ) -> tuple[slice, slice, slice]:
+        """Input voxels (halo included, clipped to the volume) that ``output_region`` needs."""
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
+        """Restore ``request.output_region`` from ``block`` (float32 out)."""
+
+    def save(self, path: Path) -> None:
+        """Write config (JSON) and trained state into directory ``path``."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    config_cls: type[MethodConfig]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_method(
+    name: str, config_cls: type[MethodConfig]
+) -> Callable[[type], type]:
+    """Class decorator adding a method under ``name``; duplicates are refused."""
+
+    def decorate(cls: type) -> type:
+        if name in _REGISTRY:
+            raise RuntimeError(f"method {name!r} is already registered by {_REGISTRY[name].cls}")
+        _REGISTRY[name] = _Entry(cls, config_cls)
+        return cls
+
+    return decorate
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    _load_builtin_methods()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> type:
+    """The class registered under ``name``; an unknown name lists the known ones."""
+    _load_builtin_methods()
+    if name not in _REGISTRY:
+        raise UserInputError(
+            f"unknown method {name!r} (choose one of: {', '.join(sorted(_REGISTRY))})"
+        )
+    return _REGISTRY[name].cls
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    """The config model of method ``name``."""
+    get_method(name)
+    return _REGISTRY[name].config_cls
+
+
+def create_method(name: str, **options: Any) -> Method:
+    """Build method ``name`` from keyword options validated by its config."""
+    cls = get_method(name)
+    config = _REGISTRY[name].config_cls(method=name, **options)
+    return cls(config)
+
+
+def _load_builtin_methods() -> None:
+    # Importing the package registers the built-in methods exactly once.
+    import vemrestore.methods  # noqa: F401
