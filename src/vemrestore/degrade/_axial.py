@@ -35,7 +35,7 @@ def _check_factor(scale_factor: float) -> float:
 
 def num_sections(num_fine: int, scale_factor: float) -> int:
     """How many whole sections of thickness ``scale_factor`` fit in ``num_fine`` slices."""
-    return int(math.floor(num_fine / scale_factor + 1e-9))
+    return math.floor(num_fine / scale_factor + 1e-9)
 
 
 def section_centres(num_sections: int, scale_factor: float) -> np.ndarray:
