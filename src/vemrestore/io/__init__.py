@@ -1,5 +1,27 @@
-"""Volume I/O: TIFF, HDF5, Zarr/OME-Zarr, MRC."""
+"""Volume I/O: TIFF, HDF5, Zarr/OME-Zarr, MRC.
 
+`open_volume` turns any supported file into a ZYX `Volume` with its voxel
+size in nm (lazy dask data for HDF5, Zarr and large files); `write_volume`
+writes one back, atomically (temporary name, then rename). `atomic_output`
+and `write_ngff_metadata` let blockwise writers produce the same outputs.
+"""
+
+from vemrestore.io._atomic import atomic_output
+from vemrestore.io._check import check_finite, describe_volume
+from vemrestore.io._open import open_volume
+from vemrestore.io._paths import SUPPORTED_FORMATS, split_dataset_path
 from vemrestore.io._volume import Volume
+from vemrestore.io._write import write_volume
+from vemrestore.io._zarr import write_ngff_metadata
 
-__all__ = ["Volume"]
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "Volume",
+    "atomic_output",
+    "check_finite",
+    "describe_volume",
+    "open_volume",
+    "split_dataset_path",
+    "write_ngff_metadata",
+    "write_volume",
+]

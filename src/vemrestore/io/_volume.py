@@ -48,7 +48,8 @@ class Volume:
         vs = tuple(float(v) for v in self.voxel_size)
         if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
             raise UserInputError(
-                f"voxel_size{where} must be three positive numbers (z, y, x) in nm, got {self.voxel_size}"
+                f"voxel_size{where} must be three positive numbers (z, y, x) in nm, "
+                f"got {self.voxel_size}"
             )
         self.voxel_size = vs  # type: ignore[assignment]
 

@@ -79,9 +79,15 @@ def upsample_axial(
         out = moved[lo] * (1 - w) + moved[hi] * w
     elif kind == "cubic":
         if m < 4:
-            return upsample_axial(sections, scale_factor, kind="linear", axis=axis,
-                                  fine_start=fine_start, num_fine=num_fine,
-                                  section_start=section_start)
+            return upsample_axial(
+                sections,
+                scale_factor,
+                kind="linear",
+                axis=axis,
+                fine_start=fine_start,
+                num_fine=num_fine,
+                section_start=section_start,
+            )
         spline = make_interp_spline(np.arange(m), moved, k=3, axis=0)
         out = spline(u)
     elif kind == "lanczos":
@@ -100,7 +106,7 @@ def _lanczos(moved: np.ndarray, u: np.ndarray) -> np.ndarray:
     weights = np.sinc(d) * np.sinc(d / a)
     weights /= weights.sum(axis=1, keepdims=True)
     taps = np.clip(taps, 0, m - 1)  # hold edge values
-    out = np.zeros((u.size,) + moved.shape[1:], dtype=np.float32)
+    out = np.zeros((u.size, *moved.shape[1:]), dtype=np.float32)
     for t in range(taps.shape[1]):
         w = weights[:, t].astype(np.float32).reshape((-1,) + (1,) * (moved.ndim - 1))
         out += w * moved[taps[:, t]]
@@ -128,7 +134,9 @@ class AxialInterpolation:
         z, y, x = input_shape
         return (round(z * self.config.scale_factor), y, x)
 
-    def output_voxel_size(self, voxel_size: tuple[float, float, float]) -> tuple[float, float, float]:
+    def output_voxel_size(
+        self, voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
         z, y, x = voxel_size
         return (z / self.config.scale_factor, y, x)
 
