@@ -24,18 +24,33 @@ app = typer.Typer(
 
 _AXES = {"z": 0, "y": 1, "x": 2}
 
-Factor = Annotated[float, typer.Option("--factor", "-k", help="Axial factor k (> 1), e.g. 8 for 80 nm sections at 10 nm voxels.")]
+Factor = Annotated[
+    float,
+    typer.Option(
+        "--factor", "-k", help="Axial factor k (> 1), e.g. 8 for 80 nm sections at 10 nm voxels."
+    ),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-Channel = Annotated[int | None, typer.Option("--channel", help="Channel to use from a multi-channel file.")]
+Channel = Annotated[
+    int | None, typer.Option("--channel", help="Channel to use from a multi-channel file.")
+]
 
 
 @app.callback()
-def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
-def info(path: Annotated[str, typer.Argument(help="Volume: .tif, .h5:/dataset, .zarr, .mrc")], channel: Channel = None) -> None:
+def info(
+    path: Annotated[str, typer.Argument(help="Volume: .tif, .h5:/dataset, .zarr, .mrc")],
+    channel: Channel = None,
+) -> None:
     """Print shape, dtype, voxel size and format of a volume."""
     from vemrestore.io import describe_volume, open_volume
 
@@ -50,8 +65,12 @@ def degrade(
     dst: Annotated[str, typer.Argument(help="Output volume (thick sections).")],
     factor: Factor,
     axis: Annotated[str, typer.Option(help="Axis to section along: z, y or x.")] = "z",
-    profile: Annotated[str, typer.Option(help="Slice profile: box (mean of k slices) or gaussian.")] = "box",
-    fwhm: Annotated[float | None, typer.Option(help="Gaussian FWHM in fine slices (default k).")] = None,
+    profile: Annotated[
+        str, typer.Option(help="Slice profile: box (mean of k slices) or gaussian.")
+    ] = "box",
+    fwhm: Annotated[
+        float | None, typer.Option(help="Gaussian FWHM in fine slices (default k).")
+    ] = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -73,9 +92,14 @@ def degrade(
     voxel_size = list(volume.voxel_size)
     voxel_size[_AXES[axis]] *= factor
     out = write_volume(
-        Volume(sections, voxel_size=tuple(voxel_size), source=volume.source), dst, overwrite=overwrite
+        Volume(sections, voxel_size=tuple(voxel_size), source=volume.source),
+        dst,
+        overwrite=overwrite,
     )
-    typer.echo(f"wrote {out}: {len(info.centres)} sections of {factor:g} slices along {axis}, voxel size {tuple(voxel_size)} nm")
+    typer.echo(
+        f"wrote {out}: {len(info.centres)} sections of {factor:g} slices along {axis}, "
+        f"voxel size {tuple(voxel_size)} nm"
+    )
 
 
 def _cast_like(array, dtype):
@@ -91,13 +115,25 @@ def _cast_like(array, dtype):
 @app.command()
 def iso(
     src: Annotated[str, typer.Argument(help="Anisotropic input volume (thick sections along z).")],
-    dst: Annotated[str, typer.Argument(help="Output: .zarr (any size, resumable) or .tif/.h5/.mrc (small).")],
+    dst: Annotated[
+        str, typer.Argument(help="Output: .zarr (any size, resumable) or .tif/.h5/.mrc (small).")
+    ],
     factor: Factor,
-    method: Annotated[str, typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, ...")] = "cubic",
-    steps: Annotated[int | None, typer.Option(help="Training steps for learned methods (time vs quality).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config of the method (learned methods).")] = None,
-    block: Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")] = (64, 256, 256),
-    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")] = None,
+    method: Annotated[
+        str, typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, ...")
+    ] = "cubic",
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps for learned methods (time vs quality).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config of the method (learned methods).")
+    ] = None,
+    block: Annotated[
+        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
+    ] = (64, 256, 256),
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
+    ] = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -110,10 +146,18 @@ def iso(
     restorer = _configured_method(method, factor=factor, steps=steps, config=config)
     restorer.fit(volume)
     out = predict_volume(
-        restorer, volume, dst, block_shape=block, scheduler=scheduler, overwrite=overwrite,
+        restorer,
+        volume,
+        dst,
+        block_shape=block,
+        scheduler=scheduler,
+        overwrite=overwrite,
         output_dtype=_output_dtype(volume.dtype),
     )
-    typer.echo(f"wrote {out}: shape {restorer.output_shape(volume.shape)}, voxel size {restorer.output_voxel_size(volume.voxel_size)} nm")
+    typer.echo(
+        f"wrote {out}: shape {restorer.output_shape(volume.shape)}, "
+        f"voxel size {restorer.output_voxel_size(volume.voxel_size)} nm"
+    )
 
 
 def _output_dtype(dtype) -> str:
@@ -123,34 +167,43 @@ def _output_dtype(dtype) -> str:
 
 
 def _configured_method(name: str, *, factor: float, steps: int | None, config: Path | None):
-    from vemrestore.methods import create_method, method_config_class
+    """Method ``name`` from its YAML config (if given) with CLI overrides validated by the model."""
+    from vemrestore.methods import get_method, load_config, method_config_class
 
-    options: dict = {}
     if config is not None:
-        from vemrestore.train import load_yaml_options
-
-        options = load_yaml_options(config)
-        options.pop("method", None)
-    options["scale_factor"] = factor
+        options = load_config(config)
+        if options.method != name:
+            raise UserInputError(
+                f"config {config} is for method {options.method!r}, not {name!r} (fix 'method:')"
+            )
+        options.scale_factor = factor
+    else:
+        options = method_config_class(name)(method=name, scale_factor=factor)
     if steps is not None:
-        if "train" not in method_config_class(name).model_fields:
+        if not hasattr(options, "train"):
             raise UserInputError(f"--steps applies to learned methods; {name!r} has no training")
-        options.setdefault("train", {})["num_steps"] = steps
-    return create_method(name, **options)
+        options.train.num_steps = steps
+    return get_method(name)(options)
 
 
-train_app = typer.Typer(cls=UserErrorGroup, help="Train a learned method on a volume and save it.", no_args_is_help=True)
+train_app = typer.Typer(
+    cls=UserErrorGroup, help="Train a learned method on a volume and save it.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 
 
 @train_app.command("skeleton")
 def train_skeleton(
-    src: Annotated[str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")],
+    src: Annotated[
+        str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
+    ],
     factor: Factor,
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint in --out.")
+    ] = False,
     channel: Channel = None,
 ) -> None:
     """Train the skeleton network on the volume's own XY slices."""
@@ -169,8 +222,12 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="Directory written by `vemrestore train`.")],
     src: Annotated[str, typer.Argument(help="Input volume.")],
     dst: Annotated[str, typer.Argument(help="Output volume (.zarr for large outputs).")],
-    block: Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")] = (64, 256, 256),
-    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address.")] = None,
+    block: Annotated[
+        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
+    ] = (64, 256, 256),
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address.")
+    ] = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -183,15 +240,26 @@ def predict(
     volume = open_volume(src, channel=channel)
     check_finite(volume)
     out = predict_volume(
-        restorer, volume, dst, block_shape=block, scheduler=scheduler, overwrite=overwrite,
+        restorer,
+        volume,
+        dst,
+        block_shape=block,
+        scheduler=scheduler,
+        overwrite=overwrite,
         output_dtype=_output_dtype(volume.dtype),
     )
     typer.echo(f"wrote {out}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    }
+)
 def bench(ctx: typer.Context) -> None:
-    """Score methods on isotropic volumes: degrade, restore, compare (see `vemrestore bench --help`)."""
+    """Score methods on isotropic volumes: degrade, restore, compare (`bench --help`)."""
     from vemrestore.cli._bench import run_bench_command
 
     run_bench_command(ctx.args)
@@ -200,9 +268,13 @@ def bench(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = Path("vemrestore-demo"),
-    factor: Annotated[float, typer.Option("--factor", "-k", help="Axial factor to simulate.")] = 8.0,
+    factor: Annotated[
+        float, typer.Option("--factor", "-k", help="Axial factor to simulate.")
+    ] = 8.0,
     method: Annotated[str, typer.Option(help="Method to show beside the baselines.")] = "cubic",
-    steps: Annotated[int | None, typer.Option(help="Training steps for a learned --method.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps for a learned --method.")
+    ] = None,
 ) -> None:
     """Degrade a real EM cube along z, restore it, write the result, an orthoview and metrics."""
     from vemrestore.cli._demo import run_demo
@@ -213,5 +285,3 @@ def demo(
 def main() -> None:
     """Console-script entry point."""
     app()
-
-

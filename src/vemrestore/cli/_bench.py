@@ -26,13 +26,37 @@ def _parser() -> argparse.ArgumentParser:
             "method, and score all on the same region (trimmed by 2k slices at each z end)."
         ),
     )
-    parser.add_argument("--data", nargs="+", required=True, metavar="PATH", help="Isotropic ground-truth volumes.")
-    parser.add_argument("--factors", nargs="+", type=float, default=[4.0, 8.0], metavar="K", help="Axial factors (default 4 8).")
-    parser.add_argument("--methods", default="nearest,linear,cubic", help="Comma-separated method names.")
-    parser.add_argument("--profile", choices=["box", "gaussian"], default="box", help="Slice profile (default box).")
-    parser.add_argument("--options", default=None, metavar="JSON",
-                        help='Per-method config options, e.g. \'{"skeleton": {"train": {"num_steps": 2000}}}\'.')
-    parser.add_argument("--json", dest="json_path", type=Path, default=None, metavar="OUT", help="Write results as JSON.")
+    parser.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH", help="Isotropic ground-truth volumes."
+    )
+    parser.add_argument(
+        "--factors",
+        nargs="+",
+        type=float,
+        default=[4.0, 8.0],
+        metavar="K",
+        help="Axial factors (default 4 8).",
+    )
+    parser.add_argument(
+        "--methods", default="nearest,linear,cubic", help="Comma-separated method names."
+    )
+    parser.add_argument(
+        "--profile", choices=["box", "gaussian"], default="box", help="Slice profile (default box)."
+    )
+    parser.add_argument(
+        "--options",
+        default=None,
+        metavar="JSON",
+        help='Per-method config options, e.g. \'{"skeleton": {"train": {"num_steps": 2000}}}\'.',
+    )
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="Write results as JSON.",
+    )
     return parser
 
 
@@ -50,8 +74,13 @@ def run_bench_command(argv: list[str]) -> None:
         options = json.loads(args.options) if args.options else None
     except json.JSONDecodeError as error:
         raise UserInputError(f"--options is not valid JSON: {error}") from None
-    results = run_axial_benchmark(args.data, factors=args.factors, methods=methods,
-                                  profile=args.profile, method_options=options)
+    results = run_axial_benchmark(
+        args.data,
+        factors=args.factors,
+        methods=methods,
+        profile=args.profile,
+        method_options=options,
+    )
     print(format_table(results))
     if args.json_path is not None:
         path = save_results(results, args.json_path, provenance(["vemrestore", "bench", *argv]))

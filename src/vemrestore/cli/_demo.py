@@ -20,8 +20,10 @@ def _demo_volume() -> tuple[np.ndarray, tuple[float, float, float], str]:
     if path is not None:
         volume = open_volume(path)
         return volume.to_numpy(), volume.voxel_size, f"real FIB-SEM: {path}"
-    return em_phantom((128, 128, 128), rng=0), (10.0, 10.0, 10.0), (
-        "SYNTHETIC EM-like phantom (real data not found; set VEMRESTORE_DATA to ../shared/data)"
+    return (
+        em_phantom((128, 128, 128), rng=0),
+        (10.0, 10.0, 10.0),
+        ("SYNTHETIC EM-like phantom (real data not found; set VEMRESTORE_DATA to ../shared/data)"),
     )
 
 
@@ -43,14 +45,23 @@ def run_demo(out: Path, *, factor: float, method: str, steps: int | None) -> Non
     options = {method: {"train": {"num_steps": steps}}} if steps is not None else None
     with console.status("degrading, restoring and scoring ..."):
         rows, outputs = benchmark_volume(
-            truth, dataset=label.split(":")[0], voxel_size=voxel_size, factors=[factor],
-            methods=methods, method_options=options, keep_outputs=True,
+            truth,
+            dataset=label.split(":")[0],
+            voxel_size=voxel_size,
+            factors=[factor],
+            methods=methods,
+            method_options=options,
+            keep_outputs=True,
         )
     out.mkdir(parents=True, exist_ok=True)
     sections = outputs[(float(factor), "input")]
     restored = outputs[(float(factor), method)]
     vz, vy, vx = voxel_size
-    write_volume(Volume(sections, voxel_size=(vz * factor, vy, vx)), out / f"degraded_x{factor:g}.tif", overwrite=True)
+    write_volume(
+        Volume(sections, voxel_size=(vz * factor, vy, vx)),
+        out / f"degraded_x{factor:g}.tif",
+        overwrite=True,
+    )
     restored_path = write_volume(
         Volume(restored, voxel_size=voxel_size), out / f"restored_{method}.tif", overwrite=True
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import typer
 import typer.core
 from pydantic import ValidationError
 
@@ -33,4 +34,4 @@ class UserErrorGroup(typer.core.TyperGroup):
         except FileNotFoundError as error:
             message = f"file not found: {error.filename or error} (check the path)"
         click.echo(f"error: {message}", err=True)
-        raise click.exceptions.Exit(2)
+        raise typer.Exit(2)

@@ -9,7 +9,13 @@ and `write_ngff_metadata` let blockwise writers produce the same outputs.
 from vemrestore.io._atomic import atomic_output
 from vemrestore.io._check import check_finite, describe_volume
 from vemrestore.io._open import open_volume
-from vemrestore.io._paths import SUPPORTED_FORMATS, split_dataset_path
+from vemrestore.io._paths import (
+    SUPPORTED_FORMATS,
+    check_output_path,
+    format_of,
+    same_file,
+    split_dataset_path,
+)
 from vemrestore.io._volume import Volume
 from vemrestore.io._write import write_volume
 from vemrestore.io._zarr import write_ngff_metadata
@@ -19,8 +25,11 @@ __all__ = [
     "Volume",
     "atomic_output",
     "check_finite",
+    "check_output_path",
     "describe_volume",
+    "format_of",
     "open_volume",
+    "same_file",
     "split_dataset_path",
     "write_ngff_metadata",
     "write_volume",

@@ -1,6 +1,10 @@
-"""Restoration methods, one module each, registered by name."""
+"""Restoration methods, one module each, registered by name.
 
-from vemrestore.methods import interpolate
+Method modules load on the first registry lookup (``get_method``,
+``create_method``, ``available_methods``, ``load_method``), so importing this
+package does not import torch.
+"""
+
 from vemrestore.methods._base import (
     BlockRequest,
     Method,
@@ -11,6 +15,7 @@ from vemrestore.methods._base import (
     method_config_class,
     register_method,
 )
+from vemrestore.methods._persist import load_config, load_method, save_config
 
 __all__ = [
     "BlockRequest",
@@ -19,7 +24,9 @@ __all__ = [
     "available_methods",
     "create_method",
     "get_method",
-    "interpolate",
+    "load_config",
+    "load_method",
     "method_config_class",
     "register_method",
+    "save_config",
 ]

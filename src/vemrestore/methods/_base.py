@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -37,7 +38,9 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     method: str
-    scale_factor: float = Field(gt=1.0, le=64.0, description="Upsampling factor along the restored axis")
+    scale_factor: float = Field(
+        gt=1.0, le=64.0, description="Upsampling factor along the restored axis"
+    )
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,7 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_method(
-    name: str, config_cls: type[MethodConfig]
-) -> Callable[[type], type]:
+def register_method(name: str, config_cls: type[MethodConfig]) -> Callable[[type], type]:
     """Class decorator adding a method under ``name``; duplicates are refused."""
 
     def decorate(cls: type) -> type:
@@ -143,6 +144,10 @@ def create_method(name: str, **options: Any) -> Method:
     return cls(config)
 
 
+# Modules whose import registers the built-in methods.
+BUILTIN_METHOD_MODULES = ("interpolate", "skeleton")
+
+
 def _load_builtin_methods() -> None:
-    # Importing the package registers the built-in methods exactly once.
-    import vemrestore.methods  # noqa: F401
+    for module in BUILTIN_METHOD_MODULES:
+        import_module(f"vemrestore.methods.{module}")

@@ -1,0 +1,115 @@
+"""The completion ledger that makes a blockwise run resumable.
+
+A run in progress lives in a partial output folder. Beside the data it keeps
+
+- ``.vemrestore/run.json``: the run's fingerprint (method, its config, input
+  source and shape, block shape, output dtype). A later run may reuse the
+  partial only if its fingerprint is identical;
+- ``.vemrestore/done/<z>_<y>_<x>``: one empty marker per finished block,
+  created only after the block's write returned. A block without a marker is
+  simply computed again, so a kill at any moment never leaves a block counted
+  but half written.
+
+When the run is complete the ledger is removed (the run record is kept by the
+caller as output metadata), so the finished output holds only its data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vemrestore.errors import UserInputError
+
+__all__ = [
+    "LEDGER_DIR",
+    "check_run_record",
+    "finished_blocks",
+    "mark_finished",
+    "read_run_record",
+    "remove_ledger",
+    "write_run_record",
+]
+
+LEDGER_DIR = ".vemrestore"
+_RUN_FILE = "run.json"
+_DONE_DIR = "done"
+
+
+def write_run_record(partial: Path, fingerprint: dict[str, Any], **provenance: Any) -> None:
+    """Create the ledger in ``partial`` and record the run's ``fingerprint``.
+
+    ``provenance`` entries (versions, ...) are stored beside the fingerprint
+    but never compared.
+    """
+    ledger = Path(partial) / LEDGER_DIR
+    (ledger / _DONE_DIR).mkdir(parents=True, exist_ok=True)
+    record = {"fingerprint": fingerprint, **provenance}
+    (ledger / _RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def read_run_record(partial: Path) -> dict[str, Any]:
+    """The run record (fingerprint and provenance) stored in ``partial``.
+
+    Raises
+    ------
+    UserInputError
+        If ``partial`` holds no readable run record.
+    """
+    path = Path(partial) / LEDGER_DIR / _RUN_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or "fingerprint" not in record:
+        raise UserInputError(
+            f"{partial} exists but holds no readable run record {path} "
+            f"(delete {partial} or pass overwrite=True to start afresh)"
+        )
+    return record
+
+
+def check_run_record(partial: Path, fingerprint: dict[str, Any]) -> None:
+    """Raise unless ``partial`` was started by a run with the same ``fingerprint``.
+
+    Raises
+    ------
+    UserInputError
+        If the partial has no run record or a different fingerprint; the
+        message names the differing entries and how to start afresh.
+    """
+    old = read_run_record(partial)["fingerprint"]
+    # Compare as JSON so tuples and lists read back alike.
+    new = json.loads(json.dumps(fingerprint))
+    if old != new:
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise UserInputError(
+            f"{partial} holds an unfinished run with different settings ({details}) "
+            f"(delete {partial} or pass overwrite=True to start afresh)"
+        )
+
+
+def finished_blocks(partial: Path) -> set[str]:
+    """Ids of the blocks whose marker exists in ``partial``."""
+    done = Path(partial) / LEDGER_DIR / _DONE_DIR
+    return {p.name for p in done.iterdir()} if done.is_dir() else set()
+
+
+def mark_finished(partial: Path, block_id: str) -> None:
+    """Record block ``block_id`` as written (call only after its write returned)."""
+    (Path(partial) / LEDGER_DIR / _DONE_DIR / block_id).touch()
+
+
+def remove_ledger(partial: Path) -> None:
+    """Delete the ledger once the run is complete.
+
+    The markers go first and the run record last, so a kill on the way
+    leaves a resumable partial (at worst, finished blocks are recomputed).
+    """
+    ledger = Path(partial) / LEDGER_DIR
+    shutil.rmtree(ledger / _DONE_DIR, ignore_errors=True)
+    (ledger / _RUN_FILE).unlink(missing_ok=True)
+    ledger.rmdir()

@@ -1,0 +1,101 @@
+"""Save and load method configs (YAML/JSON) and saved methods of any kind.
+
+A saved method is a directory with ``config.json`` (the method's config,
+whose ``method`` field names the registered method) plus whatever trained
+state the method writes. Methods with state define ``load_state(path)``;
+``load_method`` calls it after building the method from its config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vemrestore.errors import UserInputError
+from vemrestore.methods._base import Method, MethodConfig, get_method, method_config_class
+
+__all__ = ["load_config", "load_method", "save_config"]
+
+
+def _config_from_dict(data: Any, source: Path) -> MethodConfig:
+    if not isinstance(data, dict) or "method" not in data:
+        raise UserInputError(
+            f"{source} must hold a mapping with a 'method' key (e.g. 'method: skeleton')"
+        )
+    return method_config_class(str(data["method"])).model_validate(data)
+
+
+def load_config(path: Path) -> MethodConfig:
+    """Read a method config from a YAML (or JSON) file and validate it.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        File with a mapping whose ``method`` key names a registered method.
+
+    Returns
+    -------
+    MethodConfig
+        An instance of that method's config class.
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing, unreadable or names an unknown method.
+    pydantic.ValidationError
+        If a field is unknown or out of range (the message names the field).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from vemrestore.methods._persist import load_config
+    >>> path = Path(tempfile.mkdtemp()) / "cubic.yaml"
+    >>> _ = path.write_text("method: cubic\\nscale_factor: 4\\n")
+    >>> load_config(path).scale_factor
+    4.0
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file {path} does not exist (check the path)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"config file {path} is not valid YAML ({exc})") from exc
+    return _config_from_dict(data, path)
+
+
+def save_config(config: MethodConfig, path: Path) -> None:
+    """Write ``config`` as YAML that ``load_config`` reads back unchanged."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def load_method(path: Path) -> Method:
+    """Rebuild a method saved with ``method.save(path)``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Directory holding ``config.json`` and the method's state files.
+
+    Returns
+    -------
+    Method
+        Ready for ``predict_block``.
+
+    Raises
+    ------
+    UserInputError
+        If the directory or its files are missing or damaged.
+    """
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UserInputError(f"{path} has no config.json (pass a directory written by method.save)")
+    config = load_config(config_path)
+    method = get_method(config.method)(config)
+    if hasattr(method, "load_state"):
+        method.load_state(path)
+    return method

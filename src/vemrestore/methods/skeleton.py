@@ -1,0 +1,506 @@
+"""Self-supervised isotropic reconstruction with a 2D U-Net ("skeleton").
+
+The lateral (XY) sections of an anisotropic stack are sharp along y and x.
+Degrading their rows with the axial forward model (``AxialSectioning``, same
+factor and slice profile) and upsampling back with cubic interpolation gives
+pairs (cubic, sharp) whose geometry matches an XZ or YZ plane of the
+cubic-upsampled volume. A U-Net learns the residual ``sharp - cubic`` on
+random XY patches (with flips and 90-degree rotations applied before the
+degradation, so the degraded axis is either lateral axis) and is then applied
+to every XZ and every YZ plane; the two predictions are fused.
+
+The idea follows isotropic CARE (Weigert et al. 2017, doi:10.1007/978-3-319-66179-7_15;
+Weigert et al. 2018, doi:10.1038/s41592-018-0216-7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from vemrestore.degrade._axial import AxialSectioning
+from vemrestore.errors import UserInputError
+from vemrestore.io._volume import Volume
+from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
+from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
+from vemrestore.models.unet2d import UNet2D, pad_to_multiple
+from vemrestore.normalize import PercentileNormalization
+from vemrestore.train import TrainConfig, TrainResult, fit_model, pixel_loss, resolve_device
+
+__all__ = ["Skeleton", "SkeletonConfig"]
+
+
+# Every VALIDATION_EVERY-th section (offset VALIDATION_OFFSET) is only used for validation.
+VALIDATION_EVERY = 10
+VALIDATION_OFFSET = 5
+# Validation patches drawn once, in multiples of the batch size.
+_VALIDATION_BATCHES = 4
+
+
+class SkeletonConfig(MethodConfig):
+    """Options of the skeleton method.
+
+    Attributes
+    ----------
+    base_channels, depth : int
+        U-Net width (channels at full resolution) and number of down-samplings.
+    context_planes : int
+        0 gives a 2D network; ``n`` feeds ``2n + 1`` planes as channels: the
+        neighbouring XY sections at training time, and the neighbouring XZ/YZ
+        planes ``round(scale_factor)`` pixels apart (the section spacing) at
+        prediction time.
+    fusion : {"mean", "geometric"}
+        How the XZ and YZ predictions are combined. The geometric mean is
+        taken in intensity units with negative values clipped to 0.
+    profile : {"box", "gaussian"}
+        Slice profile of the axial forward model used to make training pairs.
+    halo_yx : int
+        Network context in fine voxels each side of an output region, along
+        y, x and the upsampled z.
+    halo_sections : int
+        Extra sections each side so the cubic spline is exact where the
+        network reads it.
+    planes_per_batch : int
+        Planes per network call at prediction time.
+    train : TrainConfig
+        Training options.
+    """
+
+    method: Literal["skeleton"] = "skeleton"
+    base_channels: int = Field(24, ge=1, le=512)
+    depth: int = Field(3, ge=0, le=6)
+    context_planes: int = Field(0, ge=0, le=8)
+    fusion: Literal["mean", "geometric"] = "mean"
+    profile: Literal["box", "gaussian"] = "box"
+    halo_yx: int = Field(32, ge=0, le=4096)
+    halo_sections: int = Field(8, ge=0, le=256)
+    planes_per_batch: int = Field(8, ge=1, le=4096)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _patch_fits_unet(self) -> SkeletonConfig:
+        multiple = 2**self.depth
+        if self.train.patch_size % multiple:
+            raise ValueError(
+                f"train.patch_size={self.train.patch_size} must be a multiple of "
+                f"2**depth={multiple} (change patch_size or depth)"
+            )
+        return self
+
+
+def _split_sections(num_sections: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (training, validation) sections; at least one of each."""
+    ids = np.arange(num_sections)
+    is_val = ids % VALIDATION_EVERY == VALIDATION_OFFSET
+    if not is_val.any():
+        is_val[num_sections // 2] = True
+    return ids[~is_val], ids[is_val]
+
+
+class _PairSampler:
+    """Draw (cubic input, residual target) training patches from XY sections.
+
+    A patch of ``patch_size + 2 * margin`` rows by ``patch_size`` columns is cut
+    (rotated/flipped at random), its rows are sectioned by the forward model
+    and cubic-upsampled back; the central ``patch_size`` rows are kept, away
+    from the spline's held edges.
+    """
+
+    def __init__(
+        self,
+        sections: np.ndarray,
+        section_ids: np.ndarray,
+        *,
+        scale_factor: float,
+        profile: str,
+        patch_size: int,
+        context_planes: int,
+    ) -> None:
+        self.sections = sections
+        self.section_ids = section_ids
+        self.scale_factor = scale_factor
+        self.patch_size = patch_size
+        self.margin = math.ceil(2 * scale_factor)
+        self.rows = patch_size + 2 * self.margin
+        self.offsets = np.arange(-context_planes, context_planes + 1)
+        self.sectioning = AxialSectioning(scale_factor, axis=-2, profile=profile)  # type: ignore[arg-type]
+        _, height, width = sections.shape
+        if min(height, width) < self.rows:
+            raise UserInputError(
+                f"train.patch_size={patch_size} at scale factor {scale_factor:g} needs XY "
+                f"sections of at least {self.rows}x{self.rows} pixels (patch plus "
+                f"{self.margin} context rows each side), got {height}x{width} "
+                "(use a smaller train.patch_size)"
+            )
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs (N, C, P, P) and residual targets (N, 1, P, P), float32."""
+        num, height, width = self.sections.shape
+        channels = self.offsets.size
+        patches = np.empty((batch_size, channels, self.rows, self.patch_size), np.float32)
+        for i in range(batch_size):
+            z = rng.choice(self.section_ids)
+            turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+            h, w = (self.rows, self.patch_size) if turns % 2 == 0 else (self.patch_size, self.rows)
+            y, x = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
+            crop = self.sections[np.clip(z + self.offsets, 0, num - 1), y : y + h, x : x + w]
+            crop = np.rot90(crop, turns, axes=(1, 2))
+            patches[i] = crop[:, :, ::-1] if flip else crop
+        degraded, _ = self.sectioning.apply(patches)
+        cubic = upsample_axial(degraded, self.scale_factor, kind="cubic", axis=-2)
+        rows = slice(self.margin, self.margin + self.patch_size)
+        centre = slice(channels // 2, channels // 2 + 1)
+        inputs = np.ascontiguousarray(cubic[:, :, rows])
+        targets = patches[:, centre, rows] - inputs[:, centre]
+        return inputs, targets
+
+    def sample_batch(
+        self, rng: np.random.Generator, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = self.draw(rng, batch_size)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def _context_range(
+    out: slice, block_start: int, block_stop: int, halo: int, multiple: int
+) -> tuple[int, int]:
+    """[lo, hi) to run the network on: ``out`` plus ``halo`` inside the block.
+
+    ``lo`` sits on a multiple of the U-Net's pooling size where possible, so
+    blocks see the same pooling grid as the whole volume.
+    """
+    if out.start < block_start or out.stop > block_stop:
+        raise ValueError(
+            f"output range {out.start}:{out.stop} is not inside the block "
+            f"{block_start}:{block_stop}"
+        )
+    lo = max(out.start - halo, 0) // multiple * multiple
+    if lo < block_start:
+        aligned = -(-block_start // multiple) * multiple
+        lo = aligned if aligned <= out.start else block_start
+    return lo, min(out.stop + halo, block_stop)
+
+
+@register_method("skeleton", SkeletonConfig)
+class Skeleton:
+    """Self-supervised isotropic reconstruction with a 2D U-Net on XZ and YZ planes.
+
+    Parameters
+    ----------
+    config : SkeletonConfig
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vemrestore.io._volume import Volume
+    >>> from vemrestore.methods import create_method
+    >>> method = create_method("skeleton", scale_factor=4, base_channels=4, depth=2,
+    ...                        train={"num_steps": 2, "patch_size": 16, "batch_size": 2})
+    >>> vol = Volume(np.random.default_rng(0).random((12, 32, 32), dtype=np.float32))
+    >>> method = method.fit(vol, progress=False)
+    >>> method.output_shape(vol.shape)
+    (48, 32, 32)
+    """
+
+    name = "skeleton"
+
+    def __init__(self, config: SkeletonConfig) -> None:
+        self.config = config
+        self.model: UNet2D | None = None
+        self.normalization: PercentileNormalization | None = None
+        self.train_result: TrainResult | None = None
+        self._lock = threading.Lock()
+        self._device: torch.device | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    def _build_model(self) -> UNet2D:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed)
+            return UNet2D(
+                2 * self.config.context_planes + 1,
+                1,
+                base_channels=self.config.base_channels,
+                depth=self.config.depth,
+            )
+
+    def _require_trained(self) -> tuple[UNet2D, PercentileNormalization]:
+        if self.model is None or self.normalization is None:
+            raise UserInputError(
+                "the skeleton method is not trained (call fit(volume) or load_method(path) first)"
+            )
+        return self.model, self.normalization
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for dask.distributed: config, weights and statistics only.
+        weights = None
+        if self.model is not None:
+            weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {
+            "config": self.config.model_dump(),
+            "weights": weights,
+            "normalization": None if self.normalization is None else self.normalization.to_dict(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(SkeletonConfig.model_validate(state["config"]))  # type: ignore[misc]
+        if state["weights"] is not None:
+            self.model = self._build_model()
+            self.model.load_state_dict(state["weights"])
+            self.model.eval()
+        if state["normalization"] is not None:
+            self.normalization = PercentileNormalization.from_dict(state["normalization"])
+
+    # -- training ------------------------------------------------------------
+
+    def fit(
+        self,
+        volume: Volume,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> Skeleton:
+        """Train the U-Net on the volume's own XY sections.
+
+        Parameters
+        ----------
+        volume : Volume
+            The anisotropic stack, shape (Z, Y, X) with Z sections of
+            ``scale_factor`` fine slices each (loaded into memory).
+        checkpoint_dir : pathlib.Path, optional
+            Where training checkpoints go (see ``vemrestore.train.fit_model``).
+        resume : bool
+            Continue from the checkpoint in ``checkpoint_dir``.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        Skeleton
+            ``self``, trained; ``train_result.val_losses`` starts with the
+            validation loss at step 0, which is cubic interpolation's (the
+            network's output layer starts at zero).
+
+        Raises
+        ------
+        UserInputError
+            If the volume has fewer than 2 sections or is too small for the patch size.
+        """
+        cfg = self.config
+        num = volume.shape[0]
+        if num < 2:
+            raise UserInputError(
+                f"the skeleton method needs at least 2 sections to train, got shape {volume.shape} "
+                "(pass the whole anisotropic stack)"
+            )
+        normalization = PercentileNormalization.from_data(volume.data)
+        sections = normalization.apply(volume.to_numpy())
+        train_ids, val_ids = _split_sections(num)
+        options = {
+            "scale_factor": cfg.scale_factor,
+            "profile": cfg.profile,
+            "patch_size": cfg.train.patch_size,
+            "context_planes": cfg.context_planes,
+        }
+        sampler = _PairSampler(sections, train_ids, **options)
+        val_inputs, val_targets = _PairSampler(sections, val_ids, **options).draw(
+            np.random.default_rng([cfg.train.seed, 1]), _VALIDATION_BATCHES * cfg.train.batch_size
+        )
+        loss_fn = pixel_loss(cfg.train.loss)
+        val_batches = list(
+            zip(
+                torch.from_numpy(val_inputs).split(cfg.train.batch_size),
+                torch.from_numpy(val_targets).split(cfg.train.batch_size),
+                strict=True,
+            )
+        )
+
+        def validate(model: torch.nn.Module) -> float:
+            device = next(model.parameters()).device
+            total = sum(
+                float(loss_fn(model(x.to(device)).float(), y.to(device))) * len(x)
+                for x, y in val_batches
+            )
+            return total / len(val_inputs)
+
+        model = self._build_model()
+        result = fit_model(
+            model,
+            sample_batch=sampler.sample_batch,
+            loss_fn=loss_fn,
+            config=cfg.train,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            validate=validate,
+            progress=progress,
+        )
+        with self._lock:
+            self.model, self.normalization, self.train_result = model, normalization, result
+            self._device = None
+        return self
+
+    # -- geometry ------------------------------------------------------------
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        z, y, x = input_shape
+        return (round(z * self.config.scale_factor), y, x)
+
+    def output_voxel_size(
+        self, voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        z, y, x = voxel_size
+        return (z / self.config.scale_factor, y, x)
+
+    def input_region(
+        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
+    ) -> tuple[slice, slice, slice]:
+        cfg = self.config
+        halo, multiple = cfg.halo_yx, 2**cfg.depth
+        zs, ys, xs = output_region
+        num, height, width = input_shape
+        fine_lo = max(zs.start - halo, 0) // multiple * multiple
+        fine_hi = min(zs.stop + halo, round(num * cfg.scale_factor))
+        u = fine_to_section_coords(np.array([fine_lo, fine_hi - 1]), cfg.scale_factor)
+        z_lo = max(0, math.floor(u[0]) - cfg.halo_sections)
+        z_hi = min(num, math.ceil(u[1]) + 1 + cfg.halo_sections)
+
+        def lateral(s: slice, size: int) -> slice:
+            return slice(max(s.start - halo, 0) // multiple * multiple, min(size, s.stop + halo))
+
+        return (slice(z_lo, z_hi), lateral(ys, height), lateral(xs, width))
+
+    # -- prediction ----------------------------------------------------------
+
+    def _inference_model(self) -> tuple[UNet2D, torch.device]:
+        model, _ = self._require_trained()
+        with self._lock:
+            if self._device is None:
+                self._device = resolve_device(self.config.train.device)
+                if self._device.type == "cpu":
+                    torch.set_flush_denormal(True)
+                model.to(self._device).eval()
+            return model, self._device
+
+    def _predict_planes(self, stack: np.ndarray, plane_ids: range) -> np.ndarray:
+        """Restore planes ``stack[plane_ids]`` (each (F, W), z along rows)."""
+        model, device = self._inference_model()
+        n = self.config.context_planes
+        offsets = np.arange(-n, n + 1) * max(1, round(self.config.scale_factor))
+        ids = np.asarray(plane_ids)
+        height, width = stack.shape[1:]
+        out = np.empty((ids.size, height, width), np.float32)
+        amp = self.config.train.amp and device.type == "cuda"
+        step = self.config.planes_per_batch
+        for start in range(0, ids.size, step):
+            chosen = np.clip(ids[start : start + step, None] + offsets, 0, stack.shape[0] - 1)
+            x = torch.from_numpy(np.ascontiguousarray(stack[chosen])).to(device)
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                residual = model(pad_to_multiple(x, model.size_multiple))
+            restored = x[:, n] + residual[:, 0, :height, :width].float()
+            out[start : start + step] = restored.cpu().numpy()
+        return out
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
+        """Restore ``request.output_region`` from an input block with halo.
+
+        Parameters
+        ----------
+        block : numpy.ndarray, shape (Z, Y, X)
+            Input sections starting at ``request.input_start``; should cover
+            ``input_region(request.output_region, ...)``.
+        request : BlockRequest
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape ``request.output_shape``
+        """
+        _, normalization = self._require_trained()
+        cfg = self.config
+        k, halo, multiple = cfg.scale_factor, cfg.halo_yx, 2**cfg.depth
+        zs, ys, xs = request.output_region
+        z0, y0, x0 = request.input_start
+        num, height, width = block.shape
+        y_lo, y_hi = _context_range(ys, y0, y0 + height, halo, multiple)
+        x_lo, x_hi = _context_range(xs, x0, x0 + width, halo, multiple)
+        fine_first = math.ceil(z0 * k - 1e-9)
+        f_lo, f_hi = _context_range(zs, fine_first, round((z0 + num) * k), halo, multiple)
+        sections = normalization.apply(block[:, y_lo - y0 : y_hi - y0, x_lo - x0 : x_hi - x0])
+        fine = upsample_axial(
+            sections,
+            k,
+            kind="cubic",
+            axis=0,
+            fine_start=f_lo,
+            num_fine=f_hi - f_lo,
+            section_start=z0,
+        )
+        z_out = slice(zs.start - f_lo, zs.stop - f_lo)
+        # XZ planes: one per output y, z along rows, x across the block.
+        xz = self._predict_planes(fine.transpose(1, 0, 2), range(ys.start - y_lo, ys.stop - y_lo))
+        xz = xz.transpose(1, 0, 2)[z_out, :, xs.start - x_lo : xs.stop - x_lo]
+        # YZ planes: one per output x, z along rows, y across the block.
+        yz = self._predict_planes(fine.transpose(2, 0, 1), range(xs.start - x_lo, xs.stop - x_lo))
+        yz = yz.transpose(1, 2, 0)[z_out, ys.start - y_lo : ys.stop - y_lo, :]
+        if cfg.fusion == "mean":
+            return normalization.invert(0.5 * (xz + yz))
+        a = np.maximum(normalization.invert(xz), 0.0)
+        b = np.maximum(normalization.invert(yz), 0.0)
+        return np.sqrt(a * b, dtype=np.float32)
+
+    # -- persistence ---------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write ``config.json``, ``weights.pt`` (state_dict), ``normalization.json``.
+
+        A ``training.json`` with the loss history is added when the method was
+        trained in this session.
+        """
+        model, normalization = self._require_trained()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(self.config.model_dump_json(indent=2))
+        torch.save(
+            {k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "weights.pt"
+        )
+        (path / "normalization.json").write_text(json.dumps(normalization.to_dict(), indent=2))
+        if self.train_result is not None:
+            r = self.train_result
+            record = {
+                "steps": r.steps,
+                "seconds": r.seconds,
+                "losses": r.history,
+                "val_losses": r.val_losses,
+                "model": model.config,
+            }
+            (path / "training.json").write_text(json.dumps(record))
+
+    def load_state(self, path: Path) -> None:
+        """Restore weights and normalisation written by ``save`` (see ``load_method``)."""
+        path = Path(path)
+        for name in ("weights.pt", "normalization.json"):
+            if not (path / name).is_file():
+                raise UserInputError(
+                    f"{path} has no {name} (pass a directory written by Skeleton.save)"
+                )
+        try:
+            weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserInputError(
+                f"{path / 'weights.pt'} is corrupt or incomplete ({exc}); save the method again"
+            ) from exc
+        model = self._build_model()
+        model.load_state_dict(weights)
+        model.eval()
+        normalization = PercentileNormalization.from_dict(
+            json.loads((path / "normalization.json").read_text())
+        )
+        with self._lock:
+            self.model, self.normalization, self._device = model, normalization, None

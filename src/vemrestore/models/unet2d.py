@@ -1,0 +1,141 @@
+"""A plain 2D U-Net for image-to-image regression.
+
+No normalisation layers: GroupNorm or BatchNorm statistics depend on the image
+extent (or the batch), so a plane predicted whole and the same plane predicted
+in overlapping blocks would differ. Each level has two 3x3 convolutions with
+SiLU; down-sampling is 2x2 max pooling, up-sampling bilinear followed by a
+convolution, and skips are concatenated. The output layer starts at zero, so
+an untrained residual network returns its input unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UNet2D", "pad_to_multiple"]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the last two dimensions at their ends up to multiples of ``multiple``.
+
+    Reflection padding where the dimension is long enough, edge replication
+    otherwise. Crop the network output back with ``[..., :h, :w]``.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (N, C, H, W)
+    multiple : int
+
+    Returns
+    -------
+    torch.Tensor, shape (N, C, H', W') with H', W' the next multiples.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        nn.SiLU(),
+    )
+
+
+class _Up(nn.Module):
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.SiLU(),
+        )
+        self.conv = _double_conv(out_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet2D(nn.Module):
+    """2D U-Net; input height and width must be multiples of ``2**depth``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input, shape (N, in_channels, H, W).
+    out_channels : int
+        Channels of the output, shape (N, out_channels, H, W).
+    base_channels : int
+        Feature channels at full resolution; doubled at each level down.
+    depth : int
+        Number of 2x down-samplings (0 gives a plain convolutional network).
+
+    Attributes
+    ----------
+    config : dict
+        The constructor arguments, saved beside the ``state_dict``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = UNet2D(1, 1, base_channels=4, depth=2)
+    >>> net(torch.zeros(2, 1, 16, 24)).shape
+    torch.Size([2, 1, 16, 24])
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, base_channels: int = 24, depth: int = 3
+    ) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, base_channels) < 1 or depth < 0:
+            raise ValueError(
+                f"UNet2D needs positive channel counts and depth >= 0, got in={in_channels}, "
+                f"out={out_channels}, base={base_channels}, depth={depth}"
+            )
+        self.config: dict[str, Any] = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "base_channels": base_channels,
+            "depth": depth,
+        }
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.inc = _double_conv(in_channels, widths[0])
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), _double_conv(widths[i], widths[i + 1]))
+            for i in range(depth)
+        )
+        self.ups = nn.ModuleList(
+            _Up(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width of the input must be multiples of this."""
+        return 2 ** self.config["depth"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        multiple = self.size_multiple
+        if x.shape[-2] % multiple or x.shape[-1] % multiple:
+            raise ValueError(
+                f"UNet2D input height and width must be multiples of {multiple}, got "
+                f"{tuple(x.shape[-2:])} (pad the input first)"
+            )
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up in self.ups:
+            y = up(y, skips.pop())
+        return self.head(y)

@@ -1,0 +1,220 @@
+"""The CLI's happy paths on tiny synthetic volumes."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from vemrestore.bench import em_phantom
+from vemrestore.cli import app
+from vemrestore.io import open_volume
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def phantom_tif(tmp_path):
+    path = tmp_path / "phantom.tif"
+    tifffile.imwrite(
+        path,
+        em_phantom((48, 40, 40), num_cells=20, rng=1),
+        imagej=True,
+        resolution=(1 / 8, 1 / 8),
+        metadata={"spacing": 8, "unit": "nm", "axes": "ZYX"},
+    )
+    return path
+
+
+def test_info_prints_shape_and_voxel_size(phantom_tif):
+    result = runner.invoke(app, ["info", str(phantom_tif)])
+    assert result.exit_code == 0, result.output
+    assert "48" in result.stdout and "8.0" in result.stdout
+
+
+def test_degrade_then_iso_restores_geometry(phantom_tif, tmp_path):
+    degraded = tmp_path / "degraded.tif"
+    result = runner.invoke(app, ["degrade", str(phantom_tif), str(degraded), "--factor", "4"])
+    assert result.exit_code == 0, result.output
+    low = open_volume(degraded)
+    assert low.shape == (12, 40, 40)
+    assert low.voxel_size == pytest.approx((32.0, 8.0, 8.0))
+    assert low.dtype == np.uint8
+
+    restored = tmp_path / "restored.zarr"
+    result = runner.invoke(
+        app, ["iso", str(degraded), str(restored), "--factor", "4", "--method", "cubic"]
+    )
+    assert result.exit_code == 0, result.output
+    out = open_volume(restored)
+    assert out.shape == (48, 40, 40)
+    assert out.voxel_size == pytest.approx((8.0, 8.0, 8.0))
+    truth = tifffile.imread(phantom_tif).astype(np.float32)
+    error = np.abs(out.to_numpy().astype(np.float32) - truth)[8:-8].mean()
+    assert error < 20  # cubic follows the structure (a misaligned z grid gives > 25)
+
+
+def test_degrade_along_x_with_gaussian_profile(phantom_tif, tmp_path):
+    out = tmp_path / "x.h5"
+    result = runner.invoke(
+        app,
+        [
+            "degrade",
+            str(phantom_tif),
+            f"{out}:/sections",
+            "--factor",
+            "5",
+            "--axis",
+            "x",
+            "--profile",
+            "gaussian",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    low = open_volume(f"{out}:/sections")
+    assert low.shape == (48, 40, 8)
+    assert low.voxel_size == pytest.approx((8.0, 8.0, 40.0))
+
+
+def test_bench_writes_table_and_json(phantom_tif, tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--data",
+            str(phantom_tif),
+            "--factors",
+            "4",
+            "--methods",
+            "nearest,cubic",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| nearest |" in result.stdout and "| cubic |" in result.stdout
+    payload = json.loads(out.read_text())
+    assert {"results", "command", "machine", "commit"} <= set(payload)
+    rows = payload["results"]
+    assert [r["method"] for r in rows] == ["nearest", "cubic"]
+    keys = {
+        "dataset",
+        "method",
+        "factor",
+        "psnr",
+        "ssim",
+        "frc_xz_nm",
+        "consistency_psnr",
+        "seconds",
+    }
+    assert keys <= set(rows[0])
+    assert rows[1]["psnr"] > rows[0]["psnr"]
+    assert payload["command"].startswith("vemrestore bench --data")
+
+
+TINY_SKELETON = """method: skeleton
+scale_factor: 4
+base_channels: 4
+depth: 2
+halo_yx: 8
+train:
+  num_steps: 3
+  batch_size: 2
+  patch_size: 16
+  checkpoint_every: 2
+  validate_every: 2
+"""
+
+
+@pytest.fixture
+def degraded_tif(phantom_tif, tmp_path):
+    degraded = tmp_path / "degraded.tif"
+    result = runner.invoke(app, ["degrade", str(phantom_tif), str(degraded), "--factor", "4"])
+    assert result.exit_code == 0, result.output
+    return degraded
+
+
+def test_train_skeleton_then_predict(degraded_tif, tmp_path):
+    config = tmp_path / "skeleton.yaml"
+    config.write_text(TINY_SKELETON)
+    model = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "skeleton",
+            str(degraded_tif),
+            "--factor",
+            "4",
+            "--out",
+            str(model),
+            "--config",
+            str(config),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (model / "config.json").exists() and (model / "weights.pt").exists()
+    out = tmp_path / "restored.tif"
+    result = runner.invoke(app, ["predict", str(model), str(degraded_tif), str(out)])
+    assert result.exit_code == 0, result.output
+    restored = open_volume(out)
+    assert restored.shape == (48, 40, 40)
+    assert restored.voxel_size == pytest.approx((8.0, 8.0, 8.0))
+
+
+def test_iso_skeleton_one_shot(degraded_tif, tmp_path):
+    config = tmp_path / "skeleton.yaml"
+    config.write_text(TINY_SKELETON)
+    out = tmp_path / "restored.zarr"
+    result = runner.invoke(
+        app,
+        [
+            "iso",
+            str(degraded_tif),
+            str(out),
+            "--factor",
+            "4",
+            "--method",
+            "skeleton",
+            "--config",
+            str(config),
+            "--steps",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert open_volume(out).shape == (48, 40, 40)
+
+
+def test_config_with_a_wrong_field_is_one_line(degraded_tif, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(TINY_SKELETON.replace("num_steps: 3", "num_stepz: 3"))
+    out = tmp_path / "restored.zarr"
+    result = runner.invoke(
+        app,
+        [
+            "iso",
+            str(degraded_tif),
+            str(out),
+            "--factor",
+            "4",
+            "--method",
+            "skeleton",
+            "--config",
+            str(config),
+        ],
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "train.num_stepz" in lines[0]
+    assert not out.exists()
+
+
+def test_steps_on_a_method_without_training_is_refused(degraded_tif, tmp_path):
+    result = runner.invoke(
+        app, ["iso", str(degraded_tif), str(tmp_path / "o.tif"), "--factor", "4", "--steps", "5"]
+    )
+    assert result.exit_code == 2
+    assert "learned methods" in result.stderr

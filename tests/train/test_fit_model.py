@@ -1,0 +1,282 @@
+"""Tests of the shared training loop: learning, checkpoints, exact resume, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from vemrestore.degrade import AxialSectioning
+from vemrestore.errors import UserInputError
+from vemrestore.methods.interpolate import upsample_axial
+from vemrestore.models import UNet2D
+from vemrestore.train import CHECKPOINT_NAME, TrainConfig, fit_model, pixel_loss
+
+
+def _config(**options) -> TrainConfig:
+    base = {
+        "num_steps": 30,
+        "batch_size": 4,
+        "checkpoint_every": 10,
+        "validate_every": 10,
+        "device": "cpu",
+        "num_threads": 1,
+    }
+    return TrainConfig(**{**base, **options})
+
+
+def _model() -> UNet2D:
+    torch.manual_seed(0)
+    return UNet2D(1, 1, base_channels=4, depth=1)
+
+
+class _Sampler:
+    """Random images -> shifted copy; draws from both the numpy and the torch stream."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.calls = 0
+        self.crash_after = crash_after
+
+    def __call__(self, rng: np.random.Generator, batch_size: int):
+        self.calls += 1
+        if self.crash_after is not None and self.calls > self.crash_after:
+            raise RuntimeError("simulated crash")
+        x = torch.from_numpy(rng.standard_normal((batch_size, 1, 8, 8), dtype=np.float32))
+        x = x + 0.1 * torch.randn(x.shape)
+        return x, torch.roll(x, 1, dims=-1)
+
+
+def _mean_weight(model) -> float:
+    return float(sum(p.sum() for p in model.parameters()))
+
+
+@pytest.mark.realdata
+def test_loss_decreases_on_a_real_crop(medulla_crop):
+    # Rows of real XY slices sectioned by 4 and cubic-upsampled: learn the residual.
+    sharp = medulla_crop[::4, :32, :32] / 255.0
+    sections, _ = AxialSectioning(4, axis=-2).apply(sharp)
+    cubic = upsample_axial(sections, 4, kind="cubic", axis=-2)
+    inputs = torch.from_numpy(cubic[:, None])
+    targets = torch.from_numpy((sharp - cubic)[:, None])
+
+    def sample(rng, batch_size):
+        idx = torch.from_numpy(rng.choice(len(inputs), batch_size, replace=False))
+        return inputs[idx], targets[idx]
+
+    result = fit_model(
+        _model(),
+        sample_batch=sample,
+        loss_fn=pixel_loss("l2"),
+        config=_config(learning_rate=3e-3, batch_size=8),
+        progress=False,
+    )
+    assert result.steps == 30 and len(result.history) == 30
+    assert np.mean(result.history[-10:]) < np.mean(result.history[:10])
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    config = _config()
+    whole = _model()
+    reference = fit_model(
+        whole,
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=config,
+        validate=_mean_weight,
+        progress=False,
+    )
+
+    crashed = _model()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_model(
+            crashed,
+            sample_batch=_Sampler(crash_after=20),
+            loss_fn=pixel_loss("l1"),
+            config=config,
+            checkpoint_dir=tmp_path,
+            validate=_mean_weight,
+            progress=False,
+        )
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 20
+
+    resumed_model = _model()
+    sampler = _Sampler()
+    resumed = fit_model(
+        resumed_model,
+        sample_batch=sampler,
+        loss_fn=pixel_loss("l1"),
+        config=config,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        validate=_mean_weight,
+        progress=False,
+    )
+    assert sampler.calls == 10
+    assert resumed.steps == 30
+    assert resumed.history == reference.history
+    assert [s for s, _ in resumed.val_losses] == [0, 10, 20, 30]
+    assert resumed.val_losses == reference.val_losses
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[name]), name
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_with_more_steps_extends_a_constant_schedule_exactly(tmp_path):
+    config = _config(lr_schedule="constant")
+    whole = _model()
+    fit_model(
+        whole, sample_batch=_Sampler(), loss_fn=pixel_loss("l2"), config=config, progress=False
+    )
+    extended = _model()
+    fit_model(
+        extended,
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l2"),
+        config=_config(lr_schedule="constant", num_steps=20),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    result = fit_model(
+        extended,
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l2"),
+        config=config,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert result.steps == 30
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, extended.state_dict()[name]), name
+
+
+def test_validation_runs_in_eval_mode_without_gradients():
+    seen = []
+
+    def validate(model):
+        seen.append((model.training, torch.is_grad_enabled()))
+        return 1.0
+
+    result = fit_model(
+        _model(),
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l2"),
+        config=_config(num_steps=12, validate_every=5),
+        validate=validate,
+        progress=False,
+    )
+    assert seen == [(False, False)] * 4
+    assert [s for s, _ in result.val_losses] == [0, 5, 10, 12]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_checkpoint_is_a_user_error(tmp_path, damage):
+    path = tmp_path / CHECKPOINT_NAME
+    if damage == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l1"),
+            config=_config(num_steps=10),
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserInputError, match=r"corrupt or incomplete.*delete it to start over"):
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l1"),
+            config=_config(),
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_checkpoint_past_num_steps_is_refused(tmp_path):
+    fit_model(
+        _model(),
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=_config(num_steps=10),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(UserInputError, match="num_steps=5"):
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l1"),
+            config=_config(num_steps=5),
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_resume_with_changed_options_warns(tmp_path):
+    fit_model(
+        _model(),
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=_config(num_steps=10),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    with pytest.warns(UserWarning, match="learning_rate"):
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l1"),
+            config=_config(num_steps=12, learning_rate=0.01),
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "final_lr"), [("cosine", 0.0), ("one-cycle", 0.0), ("constant", 2e-3)]
+)
+def test_schedule_reaches_its_final_learning_rate(tmp_path, schedule, final_lr):
+    fit_model(
+        _model(),
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=_config(num_steps=10, lr_schedule=schedule, learning_rate=2e-3),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert saved["step"] == 10
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(final_lr, abs=1e-12)
+
+
+def test_train_config_rejects_unknown_and_out_of_range_fields():
+    with pytest.raises(ValidationError, match="num_step"):
+        TrainConfig(num_step=5)
+    with pytest.raises(ValidationError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    config = TrainConfig()
+    with pytest.raises(ValidationError, match="learning_rate"):
+        config.learning_rate = -1.0
+    with pytest.raises(ValidationError, match="loss"):
+        TrainConfig(loss="huber")
+
+
+def test_unknown_loss_and_missing_cuda_are_user_errors():
+    with pytest.raises(UserInputError, match="huber"):
+        pixel_loss("huber")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserInputError, match="cuda"):
+            fit_model(
+                _model(),
+                sample_batch=_Sampler(),
+                loss_fn=pixel_loss("l1"),
+                config=_config(device="cuda"),
+                progress=False,
+            )
