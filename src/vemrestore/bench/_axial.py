@@ -238,12 +238,20 @@ def format_table(results: Sequence[AxialResult]) -> str:
     return "\n".join(lines)
 
 
+def _json_number(value: Any) -> Any:
+    # Strict JSON has no inf (an exact reproduction scores inf dB): write it as a string.
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
 def save_results(
     results: Sequence[AxialResult], path: str | Path, provenance: dict[str, Any]
 ) -> Path:
-    """Write ``{"results": [...], "command", "machine", "commit"}`` as JSON."""
+    """Write ``{"results": [...], "command", "machine", "commit"}``; inf is written as "inf"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"results": [asdict(r) for r in results], **provenance}
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    rows = [{k: _json_number(v) for k, v in asdict(r).items()} for r in results]
+    payload = {"results": rows, **provenance}
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
     return path
