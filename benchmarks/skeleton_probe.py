@@ -32,7 +32,7 @@ import yaml
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import AxialSectioning
 from vemrestore.io._volume import Volume
-from vemrestore.methods import BlockRequest
+from vemrestore.methods import BlockRequest, load_method
 from vemrestore.methods.interpolate import upsample_axial
 from vemrestore.methods.skeleton import Skeleton, SkeletonConfig
 
@@ -106,6 +106,12 @@ def main() -> None:
         help="also predict in two halves along y and x; report the difference",
     )
     parser.add_argument("--save-model", type=Path, default=None, help="save the trained method")
+    parser.add_argument(
+        "--load-model",
+        type=Path,
+        default=None,
+        help="skip training: evaluate a method saved with --save-model",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON result file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -125,9 +131,14 @@ def main() -> None:
     config = SkeletonConfig.model_validate(options)
 
     cubic = upsample_axial(sections, args.factor, kind="cubic")
-    method = Skeleton(config)
     t0 = time.perf_counter()
-    method.fit(Volume(sections), progress=sys.stderr.isatty())
+    if args.load_model is not None:
+        method = load_method(args.load_model)
+        if args.set or method.config.scale_factor != args.factor:
+            parser.error("--load-model takes the saved config: drop --set, match --factor")
+        config = method.config
+    else:
+        method = Skeleton(config).fit(Volume(sections), progress=sys.stderr.isatty())
     train_seconds = time.perf_counter() - t0
     whole = tuple(slice(0, s) for s in method.output_shape(sections.shape))
     t0 = time.perf_counter()
@@ -151,9 +162,12 @@ def main() -> None:
         "psnr_skeleton": psnr(restored[scored], truth[scored]),
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
-        "final_train_loss_mean50": float(np.mean(method.train_result.history[-50:])),
-        "val_losses": method.train_result.val_losses,
+        "loaded_model": None if args.load_model is None else str(args.load_model),
     }
+    if method.train_result is not None:
+        history = method.train_result.history
+        result["final_train_loss_mean50"] = float(np.mean(history[-50:]))
+        result["val_losses"] = method.train_result.val_losses
     result["gain_db"] = result["psnr_skeleton"] - result["psnr_cubic"]
     if args.blockwise:
         diffs = {}

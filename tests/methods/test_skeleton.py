@@ -231,3 +231,17 @@ def test_load_method_restores_an_interpolation_method(sections, tmp_path):
     loaded = load_method(tmp_path / "cubic")
     assert loaded.config == cubic.config
     np.testing.assert_array_equal(_predict(loaded, sections), _predict(cubic, sections))
+
+
+def test_fit_writes_a_checkpoint_that_resume_picks_up(sections, tmp_path):
+    options = {"scale_factor": FACTOR, **TINY, "train": {**TINY_TRAIN, "checkpoint_every": 3}}
+    first = create_method("skeleton", **options).fit(
+        Volume(sections), checkpoint_dir=tmp_path, progress=False
+    )
+    assert (tmp_path / "checkpoint.pt").is_file()
+    again = create_method("skeleton", **options).fit(
+        Volume(sections), checkpoint_dir=tmp_path, resume=True, progress=False
+    )
+    assert again.train_result.history == first.train_result.history
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name]), name

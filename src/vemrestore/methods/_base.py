@@ -145,7 +145,7 @@ def create_method(name: str, **options: Any) -> Method:
 
 
 # Modules whose import registers the built-in methods.
-BUILTIN_METHOD_MODULES = ("interpolate", "skeleton")
+BUILTIN_METHOD_MODULES = ("interpolate", "skeleton", "skelem", "lateral", "slices")
 
 
 def _load_builtin_methods() -> None:

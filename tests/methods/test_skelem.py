@@ -1,0 +1,401 @@
+"""Tests of SkelEM: frozen skeleton + few-step diffusion refiner with cycle consistency."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from scipy.ndimage import gaussian_filter
+
+from vemrestore.degrade import AxialSectioning, sectioning_matrix
+from vemrestore.errors import UserInputError
+from vemrestore.io import Volume, open_volume
+from vemrestore.methods import (
+    BlockRequest,
+    available_methods,
+    create_method,
+    load_config,
+    load_method,
+    save_config,
+)
+from vemrestore.methods.skelem import (
+    SkelEM,
+    SkelEMConfig,
+    consistency_correction,
+    keyed_normal,
+)
+from vemrestore.methods.skeleton import Skeleton, SkeletonConfig
+from vemrestore.metrics import data_consistency_psnr
+from vemrestore.models.cond_unet import ConditionalUNet2D
+
+FACTOR = 4
+TINY_TRAIN = {"num_steps": 4, "patch_size": 16, "batch_size": 4, "device": "cpu", "num_threads": 1}
+TINY_SKELETON = {"base_channels": 4, "depth": 2, "halo_sections": 4, "train": TINY_TRAIN}
+TINY_CYCLE = {
+    "crop_sections": 2,
+    "margin": 4,
+    "num_crops": 2,
+    "train": {**TINY_TRAIN, "num_steps": 2, "batch_size": 1, "validate_every": 2},
+}
+TINY = {
+    "base_channels": 4,
+    "depth": 2,
+    "halo_yx": 16,
+    "halo_sections": 4,
+    "pool_size": 16,
+    "planes_per_batch": 64,
+    "train": TINY_TRAIN,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two torch threads on a busy 2-core machine ran these tests many times slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def sections() -> np.ndarray:
+    """Synthetic smooth volume (64^3) sectioned by 4 along z: shape (16, 64, 64)."""
+    fine = gaussian_filter(np.random.default_rng(0).random((64, 64, 64)), 2) * 100
+    return AxialSectioning(FACTOR).apply(fine)[0]
+
+
+@pytest.fixture(scope="module")
+def skeleton_dir(sections, tmp_path_factory):
+    """A tiny skeleton trained on the sections and saved."""
+    path = tmp_path_factory.mktemp("skeleton")
+    Skeleton(SkeletonConfig(scale_factor=FACTOR, **TINY_SKELETON)).fit(
+        Volume(sections), progress=False
+    ).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(sections, skeleton_dir) -> SkelEM:
+    method = create_method(
+        "skelem", scale_factor=FACTOR, skeleton_path=skeleton_dir, cycle=TINY_CYCLE, **TINY
+    )
+    return method.fit(Volume(sections), progress=False)
+
+
+def _perturbed(method: SkelEM, std: float = 0.1) -> SkelEM:
+    """A copy whose refiners have random weights, so the residual is far from zero."""
+    copy = pickle.loads(pickle.dumps(method))
+    torch.manual_seed(1)
+    for net in copy.refiners.values():
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=std)
+    return copy
+
+
+def _predict(method, sections, region=None) -> np.ndarray:
+    if region is None:
+        region = tuple(slice(0, s) for s in method.output_shape(sections.shape))
+    where = method.input_region(region, sections.shape)
+    start = tuple(s.start for s in where)
+    return method.predict_block(sections[where], BlockRequest(start, region))
+
+
+class _CallCounter:
+    """Counts forward calls of the refiners and records their timesteps."""
+
+    def __init__(self, method: SkelEM) -> None:
+        self.calls, self.timesteps = 0, []
+        self.handles = [
+            net.register_forward_pre_hook(self._hook) for net in method.refiners.values()
+        ]
+
+    def _hook(self, module, args) -> None:
+        self.calls += 1
+        self.timesteps.append(int(args[1].reshape(-1)[0]))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def test_registered_and_created_with_defaults():
+    assert "skelem" in available_methods()
+    method = create_method("skelem", scale_factor=8)
+    assert isinstance(method, SkelEM)
+    assert method.config.num_steps == 4 and method.config.mode == "truncated"
+    assert method.config.skeleton_config().scale_factor == 8
+    assert method.output_shape((10, 20, 30)) == (80, 20, 30)
+    assert method.output_voxel_size((80.0, 10.0, 10.0)) == (10.0, 10.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"skeleton": {"scale_factor": 8}}, "skeleton.scale_factor"),
+        ({"skeleton": {"profile": "gaussian"}}, "skeleton.profile"),
+        ({"skeleton": {}, "skeleton_path": "x"}, "skeleton_path"),
+        ({"depth": 3, "train": {"patch_size": 20}}, "patch_size"),
+        ({"num_steps": 400, "strength": 0.3}, "num_steps"),
+        ({"mode": "fast"}, "mode"),
+        ({"cycle": {"crop_size": 3}}, "crop_size"),
+        ({"diffusion": {"prediction_type": "x0"}}, "prediction_type"),
+    ],
+)
+def test_config_errors_name_the_field(options, field):
+    with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
+        SkelEMConfig(scale_factor=4, **options)
+
+
+def test_yaml_round_trip_and_nested_skeleton(tmp_path):
+    config = SkelEMConfig(
+        scale_factor=8,
+        profile="gaussian",
+        skeleton={"base_channels": 8},
+        diffusion={"prediction_type": "sample", "num_train_timesteps": 500},
+        num_samples=3,
+        cycle=None,
+    )
+    assert config.skeleton.scale_factor == 8 and config.skeleton.profile == "gaussian"
+    save_config(config, tmp_path / "skelem.yaml")
+    assert load_config(tmp_path / "skelem.yaml") == config
+
+
+def test_frozen_skeleton_weights_are_unchanged_by_refiner_and_cycle_training(trained, skeleton_dir):
+    before = torch.load(skeleton_dir / "weights.pt", weights_only=True)
+    after = trained.skeleton.model.state_dict()
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert torch.equal(value, after[name].cpu()), name
+    assert not any(p.requires_grad for p in trained.skeleton.model.parameters())
+    # The refiners did train, and the two orientations differ after cycle fine-tuning.
+    assert trained.train_result.steps == TINY_TRAIN["num_steps"]
+    assert trained.cycle_result.steps == TINY_CYCLE["train"]["num_steps"]
+    xz, yz = (trained.refiners[n].state_dict() for n in ("xz", "yz"))
+    assert any(not torch.equal(xz[k], yz[k]) for k in xz)
+
+
+def test_skeleton_trained_in_fit_stays_frozen_during_cycle(sections):
+    method = create_method(
+        "skelem", scale_factor=FACTOR, skeleton=TINY_SKELETON, cycle=TINY_CYCLE, **TINY
+    )
+    method.fit_refiner(Volume(sections), progress=False)
+    assert method.skeleton.train_result.steps == TINY_TRAIN["num_steps"]
+    before = {k: v.clone() for k, v in method.skeleton.model.state_dict().items()}
+    method.fit_cycle(Volume(sections), progress=False)
+    for name, value in method.skeleton.model.state_dict().items():
+        assert torch.equal(before[name], value), name
+
+
+@pytest.mark.parametrize("num_steps", [1, 3, 4])
+def test_truncated_sampling_makes_exactly_num_steps_refiner_calls(trained, sections, num_steps):
+    method = trained.with_options(num_steps=num_steps, strength=0.3)
+    counter = _CallCounter(method)
+    try:
+        region = (slice(16, 48), slice(8, 40), slice(20, 52))
+        _predict(method, sections, region)
+    finally:
+        counter.remove()
+    # One batch of planes per orientation (planes_per_batch=64): XZ then YZ.
+    assert counter.calls == 2 * num_steps
+    per_plane = counter.timesteps[:num_steps]
+    assert per_plane == sorted(per_plane, reverse=True)
+    assert per_plane[0] <= 0.3 * 1000 + 80  # starts near t0 = strength * T, not at T
+    assert per_plane[-1] <= 1000 / round(num_steps / 0.3)  # the step size of that schedule
+
+
+def test_full_mode_starts_from_pure_noise(trained, sections):
+    method = trained.with_options(mode="full", num_steps=5, num_samples=2)
+    counter = _CallCounter(method)
+    try:
+        _predict(method, sections, (slice(16, 48), slice(8, 24), slice(20, 36)))
+    finally:
+        counter.remove()
+    assert counter.calls == 2 * 5 * 2  # orientations x steps x samples
+    assert counter.timesteps[0] == 999
+
+
+def test_same_seed_gives_the_same_output(trained, sections):
+    method = _perturbed(trained)
+    region = (slice(16, 32), slice(8, 24), slice(20, 36))
+    first = _predict(method, sections, region)
+    np.testing.assert_array_equal(_predict(method, sections, region), first)
+    np.testing.assert_array_equal(
+        _predict(pickle.loads(pickle.dumps(method)), sections, region), first
+    )
+    other = _predict(method.with_options(sample_seed=1), sections, region)
+    assert np.abs(other - first).max() > 1e-3
+
+
+def test_zero_x0_refiner_gives_the_skeleton(trained, sections, skeleton_dir):
+    # A refiner predicting x0 = 0 (untrained: its output layer is zero) adds nothing
+    # (up to the noise left at the last DDIM level, t = 0, scaled away here).
+    diffusion = trained.config.diffusion.model_copy(update={"prediction_type": "sample"})
+    config = trained.config.model_copy(
+        update={"diffusion": diffusion, "consistency_projection": False}
+    )
+    method = SkelEM(config)
+    method.skeleton, method.residual_scale = trained.skeleton, 1e-3
+    method.refiners = {
+        n: ConditionalUNet2D(1, 2, 1, base_channels=4, depth=2) for n in ("xz", "yz")
+    }
+    skeleton = load_method(skeleton_dir)
+    skeleton.config.halo_yx = method.config.halo_yx
+    region = (slice(0, 32), slice(16, 48), slice(8, 40))
+    expected = _predict(skeleton, sections, region)
+    np.testing.assert_allclose(_predict(method, sections, region), expected, atol=1e-3)
+
+
+def test_projection_reproduces_the_observation_and_the_residual_map_explains_it(trained, sections):
+    method = _perturbed(trained)
+    region = (slice(16, 48), slice(8, 40), slice(20, 52))  # sections 4..11
+    raw = _predict(method.with_options(consistency_projection=False), sections, region)
+    projected = _predict(method, sections, region)
+    residual = _predict(method.with_output("consistency_residual"), sections, region)
+    observed = sections[4:12, 8:40, 20:52]
+    sectioning = AxialSectioning(FACTOR)
+    span = float(np.ptp(sections))
+    raw_db = data_consistency_psnr(observed, raw, sectioning, data_range=span)
+    projected_db = data_consistency_psnr(observed, projected, sectioning, data_range=span)
+    assert projected_db > 80 and projected_db > raw_db + 20
+    np.testing.assert_allclose(projected, raw + residual, atol=1e-3)
+
+
+def test_uncertainty_is_zero_for_one_sample_and_positive_for_several(trained, sections):
+    method = _perturbed(trained)
+    region = (slice(16, 48), slice(8, 24), slice(20, 36))
+    single = _predict(method.with_output("std"), sections, region)
+    assert single.shape == (32, 16, 16) and np.all(single == 0)
+    several = method.with_options(num_samples=3, output="std")
+    std = _predict(several, sections, region)
+    assert std.dtype == np.float32 and std.min() >= 0 and std.mean() > 1e-3
+    mean = _predict(several.with_output("mean"), sections, region)
+    one = _predict(method, sections, region)
+    assert np.abs(mean - one).max() > 0  # averages three samples, not one
+
+
+@pytest.mark.parametrize(("output", "num_samples"), [("mean", 1), ("std", 2)])
+def test_engine_blockwise_matches_the_whole_array(trained, sections, tmp_path, output, num_samples):
+    from vemrestore.engine import predict_array, predict_volume
+
+    method = _perturbed(trained, std=0.05).with_options(
+        output=output, num_samples=num_samples, halo_yx=24
+    )
+    part = np.ascontiguousarray(sections[:8, :40, :40])
+    whole = predict_array(method, part)
+    path = predict_volume(
+        method,
+        Volume(part, voxel_size=(40.0, 10.0, 10.0)),
+        tmp_path / "out.zarr",
+        block_shape=(16, 24, 24),
+        num_workers=1,
+        progress=False,
+    )
+    blocks = open_volume(path).to_numpy()
+    scale = np.abs(whole).max()
+    assert scale > 0
+    assert np.abs(blocks - whole).max() < 0.02 * scale
+
+
+def test_save_load_and_pickle_round_trips(trained, sections, tmp_path):
+    method = _perturbed(trained)
+    method.save(tmp_path / "model")
+    names = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {
+        "config.json",
+        "weights.pt",
+        "refiner.json",
+        "scheduler_config.json",
+        "skeleton",
+    } <= names
+    loaded = load_method(tmp_path / "model")
+    assert isinstance(loaded, SkelEM) and loaded.config == method.config
+    region = (slice(16, 48), slice(8, 40), slice(20, 52))
+    expected = _predict(method, sections, region)
+    np.testing.assert_array_equal(_predict(loaded, sections, region), expected)
+    trained.save(tmp_path / "trained")
+    assert (tmp_path / "trained" / "training.json").is_file()
+    (tmp_path / "model" / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserInputError, match=r"weights\.pt"):
+        load_method(tmp_path / "model")
+
+
+def test_user_errors(trained, sections, tmp_path):
+    method = create_method("skelem", scale_factor=FACTOR, **TINY)
+    with pytest.raises(UserInputError, match="not trained"):
+        _predict(method, sections)
+    with pytest.raises(UserInputError, match="inference options only"):
+        trained.with_options(base_channels=8)
+    no_cycle = trained.with_options()
+    no_cycle.config.cycle = None
+    with pytest.raises(UserInputError, match=r"config\.cycle is None"):
+        no_cycle.fit_cycle(Volume(sections), progress=False)
+    create_method("cubic", scale_factor=FACTOR).save(tmp_path / "cubic")
+    wrong = create_method("skelem", scale_factor=FACTOR, skeleton_path=tmp_path / "cubic", **TINY)
+    with pytest.raises(UserInputError, match="not a skeleton"):
+        wrong.fit(Volume(sections), progress=False)
+    trained.skeleton.save(tmp_path / "skeleton4")
+    eight = create_method("skelem", scale_factor=8, skeleton_path=tmp_path / "skeleton4", **TINY)
+    with pytest.raises(UserInputError, match="scale factor 4"):
+        eight.fit(Volume(sections), progress=False)
+    big_crop = trained.with_options()
+    big_crop.config.cycle = {"crop_sections": 20, "train": TINY_TRAIN}
+    with pytest.raises(UserInputError, match=r"cycle\.crop_sections"):
+        big_crop.fit_cycle(Volume(sections), progress=False)
+
+
+@pytest.mark.realdata
+def test_cycle_consistency_loss_decreases_on_a_real_crop(medulla_crop):
+    sections, _ = AxialSectioning(FACTOR).apply(medulla_crop)
+    cycle = {
+        "crop_sections": 3,
+        "margin": 4,
+        "num_crops": 2,
+        "anchor_weight": 0.0,
+        "train": {
+            **TINY_TRAIN,
+            "num_steps": 12,
+            "batch_size": 1,
+            "learning_rate": 2e-3,
+            "lr_schedule": "constant",
+            "validate_every": 12,
+        },
+    }
+    method = create_method(
+        "skelem",
+        scale_factor=FACTOR,
+        skeleton={**TINY_SKELETON, "train": {**TINY_TRAIN, "num_steps": 20}},
+        cycle=cycle,
+        **{**TINY, "train": {**TINY_TRAIN, "num_steps": 20}},
+    )
+    method.fit(Volume(sections), progress=False)
+    (_, before), (_, after) = method.cycle_result.val_losses
+    assert after < before
+    first, last = method.cycle_terms
+    assert last["consistency"] + last["cross_plane"] < first["consistency"] + first["cross_plane"]
+
+
+def test_keyed_normal_is_standard_normal_and_depends_on_every_key():
+    noise = keyed_normal(3, 0, 1, np.arange(8), np.arange(64), np.arange(256))
+    assert noise.shape == (8, 1, 64, 256) and noise.dtype == np.float32
+    assert abs(noise.mean()) < 0.02 and abs(noise.std() - 1) < 0.02
+    base = keyed_normal(3, 0, 1, np.arange(2), np.arange(4), np.arange(4))
+    for args in [(4, 0, 1), (3, 1, 1), (3, 0, 0)]:
+        other = keyed_normal(*args, np.arange(2), np.arange(4), np.arange(4))
+        assert not np.allclose(other, base)
+
+
+@pytest.mark.parametrize(("factor", "profile"), [(4, "box"), (2.5, "box"), (3, "gaussian")])
+def test_consistency_correction_makes_the_estimate_reproduce_the_observation(factor, profile):
+    rng = np.random.default_rng(0)
+    weights = sectioning_matrix(30, factor, profile=profile)
+    estimate = rng.random((30, 5))
+    observed = rng.random((weights.shape[0], 5))
+    corrected = estimate + consistency_correction(estimate, observed, weights)
+    np.testing.assert_allclose(weights @ corrected, observed, atol=1e-5)
+    # Already consistent: nothing changes; an empty set of sections changes nothing.
+    again = consistency_correction(corrected, observed, weights)
+    np.testing.assert_allclose(again, 0, atol=1e-5)
+    assert np.all(consistency_correction(estimate, observed[:0], weights[:0]) == 0)

@@ -1,0 +1,323 @@
+"""Tests of the slice restoration methods (linear, flow, diffusion) and their entry points."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter, shift
+
+from vemrestore.engine import predict_array, predict_volume
+from vemrestore.errors import UserInputError
+from vemrestore.io import open_volume
+from vemrestore.io._volume import Volume
+from vemrestore.methods import load_method
+from vemrestore.methods.slices import (
+    DiffusionSlices,
+    DiffusionSlicesConfig,
+    FlowSlices,
+    FlowSlicesConfig,
+    LinearSlices,
+    LinearSlicesConfig,
+    SliceDamageMap,
+    parse_indices,
+    prepare_slices,
+    restore_slices,
+)
+from vemrestore.metrics import peak_signal_noise_ratio
+
+TINY = {"base_channels": 4, "attention_heads": 2, "depth": 1, "num_steps": 2, "halo_yx": 8}
+TINY_TRAIN = {"num_steps": 3, "patch_size": 16, "batch_size": 2, "device": "cpu", "num_threads": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def stack() -> np.ndarray:
+    """Smooth random structure, 8-bit values as float32: (16, 32, 32)."""
+    rng = np.random.default_rng(0)
+    vol = gaussian_filter(rng.random((16, 32, 32)), (1, 2, 2))
+    vol = (vol - vol.min()) / (vol.max() - vol.min()) * 255
+    return np.round(vol).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(stack) -> DiffusionSlices:
+    method = DiffusionSlices(DiffusionSlicesConfig(**TINY, train=TINY_TRAIN))
+    method.fit(Volume(stack), progress=False)
+    # Random, large weights: the restoration must not depend on the network being good.
+    torch.manual_seed(1)
+    for p in method.model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return method
+
+
+def _with_damage(method, damage):
+    copy = pickle.loads(pickle.dumps(method))
+    copy.set_damage(damage)
+    return copy
+
+
+# -- damage map and parsing ------------------------------------------------
+
+
+def test_parse_indices():
+    assert parse_indices("3,17") == [3, 17]
+    assert parse_indices(" 2, 5-7 ,") == [2, 5, 6, 7]
+    with pytest.raises(UserInputError, match="cannot read section index 'x'"):
+        parse_indices("3,x")
+    with pytest.raises(UserInputError, match="invalid section range"):
+        parse_indices("7-5")
+
+
+def test_damage_map_build_and_runs():
+    mask = np.zeros((10, 8, 8), bool)
+    mask[4, 2:5, 2:5] = True
+    mask[7] = True  # a fully masked section counts as missing
+    damage = SliceDamageMap.build(mask.shape, missing=[3, 9], mask=mask)
+    assert damage.missing == (3, 7, 9)
+    assert list(damage.partial) == [4]
+    assert damage.runs() == [(3, 5), (7, 8), (9, 10)]
+    assert damage.pixel_counts() == {3: 64, 4: 9, 7: 64, 9: 64}
+    whole = (slice(0, 10), slice(0, 8), slice(0, 8))
+    expected = mask | np.isin(np.arange(10), [3, 9])[:, None, None]
+    np.testing.assert_array_equal(damage.region_mask(whole), expected)
+    # Runs meeting the requested sections pull in their context, and runs met by
+    # that context pull in their bounding sections.
+    assert damage.z_extent(4, 5, 1) == (2, 6)
+    assert damage.z_extent(4, 5, 2) == (1, 7)
+    assert damage.z_extent(7, 8, 2) == (5, 10)
+    assert damage.z_extent(0, 1, 1) == (0, 1)
+
+
+def test_damage_map_errors():
+    with pytest.raises(UserInputError, match=r"mask has shape \(10, 8\) but the volume has shape"):
+        SliceDamageMap.build((10, 8, 8), mask=np.zeros((10, 8)))
+    with pytest.raises(UserInputError, match=r"outside 0\.\.9"):
+        SliceDamageMap.build((10, 8, 8), missing=[10])
+
+
+# -- linear and flow -------------------------------------------------------
+
+
+def test_linear_restores_missing_sections_and_masks(stack):
+    mask = np.zeros(stack.shape, bool)
+    mask[9, 4:20, 6:30] = True
+    out, report = restore_slices(Volume(stack), missing=[3, 5, 6], mask=mask, method="linear")
+    np.testing.assert_allclose(out[3], (stack[2] + stack[4]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(out[5], (2 * stack[4] + stack[7]) / 3, rtol=1e-5)
+    np.testing.assert_allclose(out[9][mask[9]], ((stack[8] + stack[10]) / 2)[mask[9]], rtol=1e-6)
+    untouched = ~(mask | np.isin(np.arange(16), [3, 5, 6])[:, None, None])
+    assert np.array_equal(out[untouched], stack[untouched])
+    assert report.restored_sections == [3, 5, 6, 9]
+    assert [s["kind"] for s in report.sections] == ["whole", "whole", "whole", "partial"]
+    assert report.sections[3]["pixels"] == int(mask.sum())
+    assert json.loads(report.to_json())["method"] == "slices-linear"
+    assert "section     9: partial" in report.format()
+
+
+def test_flow_beats_linear_on_moving_structure():
+    rng = np.random.default_rng(1)
+    base = gaussian_filter(rng.random((48, 48)), 2.5)
+    base = (base - base.min()) / (base.max() - base.min())
+    stack = np.stack([shift(base, (0, 2.0 * z), mode="wrap") for z in range(5)]).astype(np.float32)
+    out, _ = restore_slices(Volume(stack), missing=[2], method="flow")
+    lin, _ = restore_slices(Volume(stack), missing=[2], method="linear")
+    inner = (slice(8, -8), slice(8, -8))
+    flow_psnr = peak_signal_noise_ratio(stack[2][inner], out[2][inner], data_range=1.0)
+    lin_psnr = peak_signal_noise_ratio(stack[2][inner], lin[2][inner], data_range=1.0)
+    assert flow_psnr > lin_psnr + 5
+
+
+def test_wrong_mask_shape_is_a_clear_error(stack):
+    with pytest.raises(UserInputError, match=r"mask has shape \(16, 32, 31\) but the volume"):
+        restore_slices(Volume(stack), mask=np.zeros((16, 32, 31), bool), method="linear")
+
+
+def test_unknown_method_and_missing_damage_map(stack):
+    with pytest.raises(UserInputError, match="choose one of: linear, flow, diffusion"):
+        prepare_slices(Volume(stack), missing=[2], method="cubic")
+    with pytest.raises(UserInputError, match="no damage map"):
+        predict_array(LinearSlices(LinearSlicesConfig()), stack)
+
+
+@pytest.mark.parametrize("kind", ["linear", "flow", "diffusion"])
+def test_blockwise_equals_in_memory(stack, trained, tmp_path, kind):
+    mask = np.zeros(stack.shape, bool)
+    mask[7, 3:12, 10:28] = True
+    damage = SliceDamageMap.build(stack.shape, missing=[0, 3, 4, 8, 12, 15], mask=mask)
+    if kind == "linear":
+        method, block = LinearSlices(LinearSlicesConfig()), (4, 16, 16)
+    elif kind == "flow":
+        method, block = FlowSlices(FlowSlicesConfig(halo_yx=32)), (4, 32, 32)
+    else:
+        method, block = trained, (4, 32, 32)
+    method = _with_damage(method, damage)
+    whole = predict_array(method, stack)
+    path = predict_volume(
+        method,
+        Volume(stack),
+        tmp_path / "out.zarr",
+        block_shape=block,
+        progress=False,
+        num_workers=1,
+    )
+    assert np.array_equal(open_volume(path).to_numpy(), whole)
+
+
+def test_linear_blockwise_in_xy_equals_in_memory(stack, tmp_path):
+    method = LinearSlices(LinearSlicesConfig())
+    method.set_damage(SliceDamageMap.build(stack.shape, missing=[5, 6]))
+    path = predict_volume(
+        method,
+        Volume(stack),
+        tmp_path / "out.zarr",
+        block_shape=(3, 8, 16),
+        progress=False,
+        num_workers=1,
+    )
+    assert np.array_equal(open_volume(path).to_numpy(), predict_array(method, stack))
+
+
+# -- diffusion -------------------------------------------------------------
+
+
+def test_diffusion_masked_restoration_keeps_unmasked_pixels(stack, trained):
+    mask = np.zeros(stack.shape, bool)
+    mask[6, 5:20, 2:30] = True
+    mask[10, 20:30, 0:8] = True
+    method = _with_damage(trained, SliceDamageMap.build(stack.shape, missing=[3], mask=mask))
+    out = predict_array(method, stack)
+    keep = ~mask
+    keep[3] = False
+    assert np.array_equal(out[keep], stack[keep])
+    assert not np.allclose(out[mask], stack[mask])
+    assert np.isfinite(out).all()
+
+
+def test_diffusion_same_seed_same_output_and_seed_matters(stack, trained):
+    damage = SliceDamageMap.build(stack.shape, missing=[5])
+    a = predict_array(_with_damage(trained, damage), stack)
+    b = predict_array(_with_damage(trained, damage), stack)
+    assert np.array_equal(a, b)
+    other = _with_damage(trained, damage)
+    other.config = other.config.model_copy(update={"seed": 1})
+    assert not np.array_equal(a[5], predict_array(other, stack)[5])
+
+
+def test_diffusion_save_load_round_trip(stack, trained, tmp_path):
+    trained.save(tmp_path / "model")
+    names = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"config.json", "weights.pt", "normalization.json", "scheduler_config.json"} <= names
+    loaded = load_method(tmp_path / "model")
+    assert isinstance(loaded, DiffusionSlices)
+    assert loaded.config == trained.config
+    damage = SliceDamageMap.build(stack.shape, missing=[2, 9])
+    expected = predict_array(_with_damage(trained, damage), stack)
+    assert np.array_equal(predict_array(_with_damage(loaded, damage), stack), expected)
+
+
+def test_diffusion_training_never_uses_damaged_sections(stack):
+    config = DiffusionSlicesConfig(**TINY, train=TINY_TRAIN, max_gap=2)
+    damage = SliceDamageMap.build(stack.shape, missing=[4, 9])
+    from vemrestore.methods._slices_train import WindowSampler
+
+    method = DiffusionSlices(config)
+    sampler = WindowSampler(
+        stack,
+        usable=~np.isin(np.arange(16), damage.damaged),
+        targets=np.ones(16, bool),
+        num_context=1,
+        max_gap=2,
+        patch_size=16,
+        region_probability=0.5,
+        scheduler=method.scheduler,
+    )
+    for gap, starts in sampler.windows.items():
+        for z in starts:
+            assert not set(range(z - 1, z + gap + 1)) & {4, 9}
+    inputs, targets = sampler.draw(np.random.default_rng(0), 3)
+    depth = inputs.shape[2]
+    assert inputs.shape == (3, 5, depth, 16, 16) and targets.shape == (3, 2, depth, 16, 16)
+    # Only gap sections are unknown; the estimate equals the truth elsewhere.
+    assert not targets[:, 1, [0, -1]].any()
+
+
+def test_prepare_slices_trains_loads_and_reports(stack, tmp_path):
+    options = {**TINY, "train": TINY_TRAIN}
+    method, report = prepare_slices(
+        Volume(stack),
+        missing=[7],
+        method="diffusion",
+        model_dir=tmp_path / "m",
+        train_steps=2,
+        options=options,
+        progress=False,
+    )
+    assert report.training["steps"] == 2
+    assert (tmp_path / "m" / "weights.pt").is_file()
+    again, report2 = prepare_slices(
+        Volume(stack), missing=[7], method="diffusion", model_dir=tmp_path / "m", progress=False
+    )
+    assert report2.training is None
+    assert again.config == method.config
+
+
+def test_diffusion_config_validation():
+    with pytest.raises(ValueError, match="multiple of stem_patch"):
+        DiffusionSlicesConfig(train={"patch_size": 20})
+    with pytest.raises(ValueError, match="extra"):
+        DiffusionSlicesConfig(num_step=3)
+    config = DiffusionSlicesConfig(num_steps=6)
+    assert DiffusionSlicesConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_non_finite_known_voxels_are_refused(stack):
+    bad = stack.copy()
+    bad[4, 3, 3] = np.nan
+    with pytest.raises(UserInputError, match="section 4 has 1 NaN/inf voxels"):
+        prepare_slices(Volume(bad), missing=[2], method="linear")
+    bad[4] = np.nan
+    out, _ = restore_slices(Volume(bad), missing=[4], method="linear")
+    assert np.isfinite(out).all()
+
+
+def test_nothing_to_restore_warns_and_copies(stack):
+    with pytest.warns(UserWarning, match="nothing to restore"):
+        out, report = restore_slices(Volume(stack), method="diffusion")
+    assert report.sections == [] and np.array_equal(out, stack)
+
+
+def test_diffusion_xy_blocks_match_whole_sections_when_the_halo_covers_the_network(
+    trained, tmp_path
+):
+    rng = np.random.default_rng(3)
+    stack = (gaussian_filter(rng.random((6, 80, 80)), 2) * 255).astype(np.float32)
+    damage = SliceDamageMap.build(stack.shape, missing=[2])
+
+    def blockwise(halo: int) -> tuple[np.ndarray, np.ndarray]:
+        method = _with_damage(trained, damage)
+        method.config = method.config.model_copy(update={"halo_yx": halo})
+        path = predict_volume(
+            method,
+            Volume(stack),
+            tmp_path / f"h{halo}.zarr",
+            block_shape=(6, 40, 40),
+            progress=False,
+            num_workers=1,
+        )
+        return open_volume(path).to_numpy(), predict_array(method, stack)
+
+    blocks, whole = blockwise(40)  # the tiny network sees 36 px each side
+    np.testing.assert_allclose(blocks, whole, atol=1e-3)
+    blocks, whole = blockwise(0)
+    assert not np.allclose(blocks, whole, atol=1e-3)
