@@ -218,3 +218,34 @@ def test_steps_on_a_method_without_training_is_refused(degraded_tif, tmp_path):
     )
     assert result.exit_code == 2
     assert "learned methods" in result.stderr
+
+
+def test_train_lateral_then_predict(tmp_path):
+    hr = tmp_path / "hr.tif"
+    tifffile.imwrite(
+        hr,
+        em_phantom((4, 112, 112), num_cells=10, rng=2),
+        imagej=True,
+        resolution=(1 / 5, 1 / 5),
+        metadata={"spacing": 50, "unit": "nm", "axes": "ZYX"},
+    )
+    model = tmp_path / "lateral"
+    result = runner.invoke(
+        app,
+        ["train", "lateral", "--hr", str(hr), "--factor", "2", "--out", str(model), "--steps", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    low = tmp_path / "low.tif"
+    tifffile.imwrite(
+        low,
+        em_phantom((3, 32, 32), num_cells=6, rng=3),
+        imagej=True,
+        resolution=(1 / 10, 1 / 10),
+        metadata={"spacing": 50, "unit": "nm", "axes": "ZYX"},
+    )
+    out = tmp_path / "sr.tif"
+    result = runner.invoke(app, ["predict", str(model), str(low), str(out)])
+    assert result.exit_code == 0, result.output
+    restored = open_volume(out)
+    assert restored.shape == (3, 64, 64)
+    assert restored.voxel_size == pytest.approx((50.0, 5.0, 5.0))

@@ -217,6 +217,41 @@ def train_skeleton(
     typer.echo(f"saved model to {out}")
 
 
+@train_app.command("lateral")
+def train_lateral_command(
+    hr: Annotated[str, typer.Option("--hr", help="High-resolution images (may be noisy).")],
+    factor: Annotated[
+        int, typer.Option("--factor", "-k", help="Lateral factor: 1 (denoise), 2, 3 or 4.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    lr: Annotated[
+        str | None, typer.Option("--lr", help="Real low-resolution images; synthetic if absent.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint in --out.")
+    ] = False,
+) -> None:
+    """Train lateral super-resolution + denoising without clean references."""
+    from vemrestore.io import check_finite, open_volume
+    from vemrestore.methods.lateral import train_lateral
+
+    hr_volume = open_volume(hr)
+    check_finite(hr_volume)
+    lr_volume = None if lr is None else open_volume(lr)
+    options = {} if steps is None else {"train": {"num_steps": steps}}
+    train_lateral(
+        hr_volume,
+        lr=lr_volume,
+        scale_factor=factor,
+        out_dir=out,
+        checkpoint_dir=out / "checkpoints",
+        resume=resume,
+        **options,
+    )
+    typer.echo(f"saved model to {out}")
+
+
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Directory written by `vemrestore train`.")],
