@@ -2,8 +2,10 @@
 
 An isotropic cube is sectioned along z by ``--factor`` (box profile), the
 skeleton method is trained on the sections and predicts the whole volume, and
-both it and cubic interpolation are scored by PSNR (data range 255) against
-the original, trimmed by ``--trim`` slices (default 2 x factor) at each z end.
+both it and cubic interpolation are scored against the original with the
+bench's ``score_restoration`` (PSNR and SSIM with data range 255, axial FRC
+resolution against the truth, data consistency), 2 x factor slices trimmed
+at each z end.
 
 Example::
 
@@ -25,21 +27,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 import yaml
 
+from vemrestore.bench._axial import score_restoration
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import AxialSectioning
+from vemrestore.io import open_volume
 from vemrestore.io._volume import Volume
 from vemrestore.methods import BlockRequest, load_method
 from vemrestore.methods.interpolate import upsample_axial
 from vemrestore.methods.skeleton import Skeleton, SkeletonConfig
-
-
-def psnr(restored: np.ndarray, truth: np.ndarray, data_range: float = 255.0) -> float:
-    mse = float(np.mean((restored.astype(np.float64) - truth) ** 2))
-    return 10.0 * np.log10(data_range**2 / mse)
 
 
 def set_option(options: dict, assignment: str) -> None:
@@ -87,12 +85,6 @@ def main() -> None:
     )
     parser.add_argument("--factor", type=float, default=8.0, help="axial scale factor")
     parser.add_argument(
-        "--trim",
-        type=int,
-        default=None,
-        help="slices left out at each z end when scoring (default 2 x factor)",
-    )
-    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -120,11 +112,11 @@ def main() -> None:
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
 
-    truth = tifffile.imread(args.data).astype(np.float32)
-    sections, info = AxialSectioning(args.factor).apply(truth)
+    source = open_volume(args.data)
+    truth = np.asarray(source.data, dtype=np.float32)
+    sectioning = AxialSectioning(args.factor)
+    sections, info = sectioning.apply(truth)
     truth = truth[: info.num_fine]
-    trim = args.trim if args.trim is not None else round(2 * args.factor)
-    scored = slice(trim, info.num_fine - trim)
     options: dict = {"method": "skeleton", "scale_factor": args.factor}
     for assignment in args.set:
         set_option(options, assignment)
@@ -144,6 +136,7 @@ def main() -> None:
     t0 = time.perf_counter()
     restored = predict(method, sections, whole)
     predict_seconds = time.perf_counter() - t0
+    scoring = {"voxel_size_nm": float(source.voxel_size[0]), "data_range": 255.0}
     result = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": {
@@ -156,10 +149,10 @@ def main() -> None:
         "commit": commit(),
         "data": str(args.data),
         "scale_factor": args.factor,
-        "scored_z": [scored.start, scored.stop],
         "config": config.model_dump(mode="json"),
-        "psnr_cubic": psnr(cubic[scored], truth[scored]),
-        "psnr_skeleton": psnr(restored[scored], truth[scored]),
+        # PSNR/SSIM (data range 255), axial FRC vs truth, data consistency; trimmed 2k.
+        "cubic": score_restoration(truth, cubic, sections, sectioning, **scoring),
+        "skeleton": score_restoration(truth, restored, sections, sectioning, **scoring),
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
         "loaded_model": None if args.load_model is None else str(args.load_model),
@@ -168,7 +161,7 @@ def main() -> None:
         history = method.train_result.history
         result["final_train_loss_mean50"] = float(np.mean(history[-50:]))
         result["val_losses"] = method.train_result.val_losses
-    result["gain_db"] = result["psnr_skeleton"] - result["psnr_cubic"]
+    result["gain_db"] = result["skeleton"]["psnr"] - result["cubic"]["psnr"]
     if args.blockwise:
         diffs = {}
         for axis in (1, 2):
@@ -190,8 +183,8 @@ def main() -> None:
             {
                 k: result[k]
                 for k in (
-                    "psnr_cubic",
-                    "psnr_skeleton",
+                    "cubic",
+                    "skeleton",
                     "gain_db",
                     "train_seconds",
                     "predict_seconds",

@@ -217,7 +217,7 @@ def test_steps_on_a_method_without_training_is_refused(degraded_tif, tmp_path):
         app, ["iso", str(degraded_tif), str(tmp_path / "o.tif"), "--factor", "4", "--steps", "5"]
     )
     assert result.exit_code == 2
-    assert "learned methods" in result.stderr
+    assert "--steps does not apply to method 'cubic'" in result.stderr
 
 
 def test_train_lateral_then_predict(tmp_path):

@@ -91,3 +91,30 @@ def test_partial_without_run_record_is_refused(tmp_path, random_volume):
             tmp_path / "out.zarr",
             progress=False,
         )
+
+
+def test_resume_with_another_damage_map_is_refused(tmp_path, random_volume, counting):
+    from vemrestore.methods.slices import SliceDamageMap
+
+    volume = Volume(random_volume((16, 40, 40)), voxel_size=(50.0, 5.0, 5.0), source="stack")
+    path = tmp_path / "out.zarr"
+
+    def restorer(missing):
+        method = create_method("slices-linear")
+        method.set_damage(SliceDamageMap.build(volume.shape, missing=missing))
+        return method
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        predict_volume(
+            counting(restorer([3]), fail_after=2),
+            volume,
+            path,
+            block_shape=BLOCK_SHAPE,
+            num_workers=1,
+            progress=False,
+        )
+    with pytest.raises(UserInputError, match="different settings"):
+        predict_volume(restorer([3, 9]), volume, path, block_shape=BLOCK_SHAPE, progress=False)
+    method = counting(restorer([3]))
+    predict_volume(method, volume, path, block_shape=BLOCK_SHAPE, progress=False)
+    assert method.calls == 4 - 2  # 16 x 40 x 40 in 16 x 24 x 24 blocks: 4 blocks

@@ -38,7 +38,9 @@ def test_one_section_fewer_compares_the_first_common_sections():
     short = fine[:15]  # gives 3 sections
     damaged = sections.copy()
     damaged[3] += 0.5  # the extra section is not compared
-    assert data_consistency_psnr(damaged, short, sectioning, data_range=1.0) == np.inf
+    # Exact up to float32 rounding (which may differ with the stack height); the
+    # damaged extra section, if compared, would bring it to about 17 dB.
+    assert data_consistency_psnr(damaged, short, sectioning, data_range=1.0) > 120
     expected = peak_signal_noise_ratio(sections[:3], sectioning.apply(short + 0.1)[0], data_range=1)
     got = data_consistency_psnr(sections, short + 0.1, sectioning, data_range=1.0)
     assert got == pytest.approx(expected)

@@ -112,6 +112,20 @@ def _cast_like(array, dtype):
     return array.astype(np.float32)
 
 
+SamplingSteps = Annotated[
+    int | None,
+    typer.Option(help="skelem: refiner network calls per plane (default 4; at most 4 truncated)."),
+]
+Samples = Annotated[
+    int | None,
+    typer.Option(help="skelem: samples averaged; > 1 also writes an uncertainty (std) map."),
+]
+SkeletonDir = Annotated[
+    Path | None,
+    typer.Option("--skeleton", help="skelem: reuse a trained skeleton (`train skeleton --out`)."),
+]
+
+
 @app.command()
 def iso(
     src: Annotated[str, typer.Argument(help="Anisotropic input volume (thick sections along z).")],
@@ -120,11 +134,15 @@ def iso(
     ],
     factor: Factor,
     method: Annotated[
-        str, typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, ...")
+        str,
+        typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, skelem."),
     ] = "cubic",
     steps: Annotated[
         int | None, typer.Option(help="Training steps for learned methods (time vs quality).")
     ] = None,
+    sampling_steps: SamplingSteps = None,
+    samples: Samples = None,
+    skeleton: SkeletonDir = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML config of the method (learned methods).")
     ] = None,
@@ -137,27 +155,73 @@ def iso(
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Restore isotropic resolution along z, self-supervised from the volume itself."""
+    """Restore isotropic resolution along z, self-supervised from the volume itself.
+
+    skelem also writes DST's siblings NAME_consistency (where the result
+    disagrees with the observed sections) and, with --samples > 1, NAME_std
+    (per-voxel standard deviation over the samples).
+    """
     from vemrestore.engine import predict_volume
     from vemrestore.io import check_finite, open_volume
 
+    outputs: dict[str, str | None] = {dst: None}
+    if method == "skelem":
+        outputs[_sibling(dst, "consistency")] = "consistency_residual"
+        if (samples or 1) > 1:
+            outputs[_sibling(dst, "std")] = "std"
+    for path in outputs:
+        _check_output_early(path, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    restorer = _configured_method(method, factor=factor, steps=steps, config=config)
+    restorer = _configured_method(
+        method,
+        factor=factor,
+        steps=steps,
+        config=config,
+        num_steps=sampling_steps,
+        num_samples=samples,
+        skeleton_path=skeleton,
+    )
     restorer.fit(volume)
-    out = predict_volume(
-        restorer,
-        volume,
-        dst,
-        block_shape=block,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        output_dtype=_output_dtype(volume.dtype),
-    )
-    typer.echo(
-        f"wrote {out}: shape {restorer.output_shape(volume.shape)}, "
-        f"voxel size {restorer.output_voxel_size(volume.voxel_size)} nm"
-    )
+    engine = {"block_shape": block, "scheduler": scheduler, "overwrite": overwrite}
+    for path, output in outputs.items():
+        variant = restorer if output is None else restorer.with_output(output)
+        dtype = _output_dtype(volume.dtype) if output is None else "float32"
+        out = predict_volume(variant, volume, path, output_dtype=dtype, **engine)
+        typer.echo(
+            f"wrote {out}{'' if output is None else f' ({output})'}: shape "
+            f"{restorer.output_shape(volume.shape)}, voxel size "
+            f"{restorer.output_voxel_size(volume.voxel_size)} nm"
+        )
+
+
+def _sibling(dst: str, tag: str) -> str:
+    """``DIR/NAME_tag.SUFFIX`` beside ``DIR/NAME.SUFFIX`` (an HDF5 dataset path is kept)."""
+    from vemrestore.io import split_dataset_path
+
+    path, inner = split_dataset_path(dst)
+    suffixes = "".join(path.suffixes)
+    name = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    sibling = str(path.with_name(f"{name}_{tag}{suffixes}"))
+    return sibling if inner is None else f"{sibling}:{inner}"
+
+
+def _open_mask(path: str):
+    """The mask's voxels (lazy where possible); its voxel size is not needed."""
+    import warnings
+
+    from vemrestore.io import open_volume
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gives no voxel size")
+        return open_volume(path).data
+
+
+def _check_output_early(dst: str, *, overwrite: bool) -> None:
+    """Refuse an existing output before any training (a Zarr partial still resumes)."""
+    from vemrestore.io import check_output_path, split_dataset_path
+
+    check_output_path(split_dataset_path(dst)[0], overwrite=overwrite)
 
 
 def _output_dtype(dtype) -> str:
@@ -166,24 +230,51 @@ def _output_dtype(dtype) -> str:
     return np.dtype(dtype).name if np.issubdtype(dtype, np.integer) else "float32"
 
 
-def _configured_method(name: str, *, factor: float, steps: int | None, config: Path | None):
-    """Method ``name`` from its YAML config (if given) with CLI overrides validated by the model."""
+def _configured_method(
+    name: str,
+    *,
+    factor: float,
+    steps: int | None,
+    config: Path | None,
+    **overrides: object,
+):
+    """Method ``name`` from its YAML config (if given) with CLI overrides, validated together.
+
+    ``overrides`` are top-level config fields; None means not given. A field
+    the method lacks is refused with the option that set it.
+    """
     from vemrestore.methods import get_method, load_config, method_config_class
 
+    config_cls = method_config_class(name)
     if config is not None:
-        options = load_config(config)
-        if options.method != name:
+        loaded = load_config(config)
+        if loaded.method != name:
             raise UserInputError(
-                f"config {config} is for method {options.method!r}, not {name!r} (fix 'method:')"
+                f"config {config} is for method {loaded.method!r}, not {name!r} (fix 'method:')"
             )
-        options.scale_factor = factor
+        options = loaded.model_dump(exclude_unset=True)
     else:
-        options = method_config_class(name)(method=name, scale_factor=factor)
+        options = {"method": name}
+    options["scale_factor"] = factor
+    given = {key: value for key, value in overrides.items() if value is not None}
     if steps is not None:
-        if not hasattr(options, "train"):
-            raise UserInputError(f"--steps applies to learned methods; {name!r} has no training")
-        options.train.num_steps = steps
-    return get_method(name)(options)
+        given["train"] = {**options.get("train", {}), "num_steps": steps}
+    for key, value in given.items():
+        if key not in config_cls.model_fields:
+            option = "--steps" if key == "train" else _OVERRIDE_OPTIONS.get(key, key)
+            raise UserInputError(f"{option} does not apply to method {name!r}")
+        options[key] = value
+    if "skeleton_path" in given:
+        options.pop("skeleton", None)  # a given skeleton replaces the one to train
+    return get_method(name)(config_cls.model_validate(options))
+
+
+# CLI option that sets each config field given to ``_configured_method``.
+_OVERRIDE_OPTIONS = {
+    "num_steps": "--sampling-steps",
+    "num_samples": "--samples",
+    "skeleton_path": "--skeleton",
+}
 
 
 train_app = typer.Typer(
@@ -212,6 +303,42 @@ def train_skeleton(
     volume = open_volume(src, channel=channel)
     check_finite(volume)
     restorer = _configured_method("skeleton", factor=factor, steps=steps, config=config)
+    restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
+    restorer.save(out)
+    typer.echo(f"saved model to {out}")
+
+
+@train_app.command("skelem")
+def train_skelem(
+    src: Annotated[
+        str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
+    ],
+    factor: Factor,
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    skeleton: SkeletonDir = None,
+    steps: Annotated[int | None, typer.Option(help="Refiner training steps.")] = None,
+    sampling_steps: SamplingSteps = None,
+    samples: Samples = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (SkelEMConfig).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue each stage from its checkpoint in --out.")
+    ] = False,
+    channel: Channel = None,
+) -> None:
+    """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
+    from vemrestore.io import check_finite, open_volume
+
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
+    restorer = _configured_method(
+        "skelem",
+        factor=factor,
+        steps=steps,
+        config=config,
+        num_steps=sampling_steps,
+        num_samples=samples,
+        skeleton_path=skeleton,
+    )
     restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
     restorer.save(out)
     typer.echo(f"saved model to {out}")
@@ -283,6 +410,89 @@ def predict(
         overwrite=overwrite,
         output_dtype=_output_dtype(volume.dtype),
     )
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def slices(
+    src: Annotated[str, typer.Argument(help="Serial-section stack (Z, Y, X).")],
+    dst: Annotated[
+        str, typer.Argument(help="Output: .zarr (any size, resumable) or .tif/.h5/.mrc (small).")
+    ],
+    missing: Annotated[
+        str | None,
+        typer.Option(help="Sections to restore whole, 0-based: e.g. 3,17 or 10-12."),
+    ] = None,
+    mask: Annotated[
+        str | None,
+        typer.Option(help="Volume of the stack's shape, nonzero on damaged voxels to restore."),
+    ] = None,
+    detect: Annotated[
+        bool, typer.Option(help="Also detect blank, outlying and locally damaged sections.")
+    ] = False,
+    method: Annotated[
+        str, typer.Option(help="linear, flow (optical flow) or diffusion (trained on the stack).")
+    ] = "diffusion",
+    steps: Annotated[
+        int | None, typer.Option(help="diffusion: training steps (time vs quality).")
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="diffusion: load the model saved here, or save the one trained here."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the report (restored sections, reasons) as JSON.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of training and sampling.")] = 0,
+    block: Annotated[
+        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
+    ] = (64, 256, 256),
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
+    ] = None,
+    channel: Channel = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Restore missing and partially damaged sections from their neighbours.
+
+    Voxels outside the damage are copied unchanged. NaN voxels are allowed
+    only where they are restored (give them with --missing, --mask or --detect).
+    """
+    import time
+
+    from vemrestore.engine import predict_volume
+    from vemrestore.io import atomic_output, open_volume
+    from vemrestore.methods.slices import parse_indices, prepare_slices
+
+    _check_output_early(dst, overwrite=overwrite)
+    if report is not None:
+        _check_output_early(str(report), overwrite=overwrite)
+    volume = open_volume(src, channel=channel)
+    restorer, summary = prepare_slices(
+        volume,
+        missing=None if missing is None else parse_indices(missing),
+        mask=None if mask is None else _open_mask(mask),
+        detect=detect,
+        method=method,  # type: ignore[arg-type]
+        model_dir=model_dir,
+        train_steps=steps,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    out = predict_volume(
+        restorer,
+        volume,
+        dst,
+        block_shape=block,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        output_dtype=_output_dtype(volume.dtype),
+    )
+    summary.seconds = time.perf_counter() - start
+    typer.echo(summary.format())
+    if report is not None:
+        with atomic_output(report, overwrite=overwrite) as partial:
+            partial.write_text(summary.to_json())
     typer.echo(f"wrote {out}")
 
 

@@ -110,9 +110,11 @@ def predict_volume(
         ``vemrestore`` attribute), built in a partial folder ``.NAME.partial``
         beside it and renamed when complete. Re-running the same call after a
         crash resumes it, skipping finished blocks; the partial is reused only
-        if the method name and config, input source and shape, block shape and
-        output dtype are unchanged. Trained weights are not compared: after
-        retraining a method with the same config, pass ``overwrite=True``.
+        if the method name and config, input source and shape, block shape,
+        output dtype and the method's ``run_fingerprint()`` (if it has one:
+        state outside the config, such as a damage map) are unchanged.
+        Trained weights are not compared: after retraining a method with the
+        same config, pass ``overwrite=True``.
         Other formats (``.tif``, ``.h5``, ``.mrc``) are assembled in memory,
         limited to 2 GiB and not resumable.
     block_shape : tuple of int
@@ -358,6 +360,10 @@ def _predict_to_zarr(
         "block_shape": list(block_shape),
         "output_dtype": dtype.name,
     }
+    state = getattr(run.method, "run_fingerprint", None)
+    if state is not None:
+        # State outside the config that changes the output (e.g. a damage map).
+        fingerprint["state"] = state()
     blocks = block_grid(run.output_shape, block_shape)  # type: ignore[arg-type]
     voxel_size = tuple(run.method.output_voxel_size(volume.voxel_size))
     with atomic_output(path, overwrite=overwrite, resume=True) as partial:

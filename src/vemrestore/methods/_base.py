@@ -93,6 +93,9 @@ class Method(Protocol):
     def save(self, path: Path) -> None:
         """Write config (JSON) and trained state into directory ``path``."""
 
+    # Optional: ``run_fingerprint() -> dict`` (JSON-ready) of state outside the
+    # config that changes the output; the engine resumes a run only if it matches.
+
 
 @dataclass(frozen=True)
 class _Entry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,6 +129,14 @@ class SliceDamageMap:
         return SliceDamageMap(
             self.shape, whole, {z: m for z, m in sorted(masks.items()) if z not in whole}
         )
+
+    def digest(self) -> str:
+        """SHA-256 of the shape, the missing sections and every mask (tells maps apart)."""
+        h = hashlib.sha256(json.dumps([self.shape, self.missing]).encode())
+        for z, m in self.partial.items():
+            h.update(str(z).encode())
+            h.update(np.packbits(m).tobytes())
+        return h.hexdigest()
 
     @property
     def damaged(self) -> tuple[int, ...]:

@@ -235,6 +235,10 @@ class _SliceMethod:
         """Attach the map of voxels to restore (absolute indices of the whole stack)."""
         self.damage = damage
 
+    def run_fingerprint(self) -> dict[str, str | None]:
+        """The damage map's digest, so a resumed engine run restores the same voxels."""
+        return {"damage": None if self.damage is None else self.damage.digest()}
+
     def _require_damage(self, input_shape: tuple[int, ...]) -> SliceDamageMap:
         if self.damage is None:
             raise UserInputError(

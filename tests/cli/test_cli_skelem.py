@@ -1,0 +1,124 @@
+"""CLI of SkelEM: one-shot iso with its maps, train skelem with a given skeleton, predict."""
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from vemrestore.bench import em_phantom
+from vemrestore.cli import app
+from vemrestore.io import open_volume
+
+runner = CliRunner()
+
+TINY_TRAIN = """  num_steps: 2
+  batch_size: 2
+  patch_size: 16
+  checkpoint_every: 2
+  validate_every: 2
+  num_threads: 1
+"""
+TINY_SKELEM = f"""method: skelem
+scale_factor: 4
+base_channels: 4
+depth: 2
+halo_yx: 16
+halo_sections: 4
+pool_size: 8
+skeleton:
+  base_channels: 4
+  depth: 2
+  halo_sections: 4
+  train:
+{TINY_TRAIN.replace("  ", "    ")}
+train:
+{TINY_TRAIN}
+cycle:
+  crop_sections: 2
+  margin: 4
+  num_crops: 2
+  train:
+{TINY_TRAIN.replace("  ", "    ")}
+"""
+
+
+@pytest.fixture
+def degraded_tif(tmp_path):
+    """A phantom sectioned by 4 along z: 12 sections of 40 x 40, 32 x 8 x 8 nm."""
+    path = tmp_path / "degraded.tif"
+    fine = em_phantom((48, 40, 40), num_cells=20, rng=1).astype(np.float32)
+    sections = fine.reshape(12, 4, 40, 40).mean(axis=1).astype(np.uint8)
+    tifffile.imwrite(
+        path,
+        sections,
+        imagej=True,
+        resolution=(1 / 8, 1 / 8),
+        metadata={"spacing": 32, "unit": "nm", "axes": "ZYX"},
+    )
+    return path
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "skelem.yaml"
+    path.write_text(TINY_SKELEM)
+    return path
+
+
+def test_iso_skelem_writes_result_consistency_and_std(degraded_tif, config, tmp_path):
+    out = tmp_path / "iso.zarr"
+    args = ["iso", str(degraded_tif), str(out), "--factor", "4", "--method", "skelem"]
+    args += ["--config", str(config), "--sampling-steps", "2", "--samples", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    restored = open_volume(out)
+    assert restored.shape == (48, 40, 40) and restored.dtype == np.uint8
+    std = open_volume(tmp_path / "iso_std.zarr")
+    residual = open_volume(tmp_path / "iso_consistency.zarr")
+    assert std.shape == residual.shape == (48, 40, 40)
+    assert std.dtype == np.float32
+    std = std.to_numpy()
+    assert (std >= 0).all() and std.max() > 0  # two seeds differ somewhere
+    assert "(std)" in result.stdout and "(consistency_residual)" in result.stdout
+
+
+def test_one_sample_writes_no_std_map(degraded_tif, config, tmp_path):
+    out = tmp_path / "iso.tif"
+    args = ["iso", str(degraded_tif), str(out), "--factor", "4", "--method", "skelem"]
+    result = runner.invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and (tmp_path / "iso_consistency.tif").exists()
+    assert not (tmp_path / "iso_std.tif").exists()
+
+
+def test_train_skelem_on_a_given_skeleton_then_predict(degraded_tif, config, tmp_path):
+    skeleton_config = tmp_path / "skeleton.yaml"
+    skeleton_config.write_text(
+        "method: skeleton\nscale_factor: 4\nbase_channels: 4\ndepth: 2\nhalo_sections: 4\n"
+        f"train:\n{TINY_TRAIN}"
+    )
+    skeleton = tmp_path / "skeleton"
+    base = [str(degraded_tif), "--factor", "4"]
+    result = runner.invoke(
+        app, ["train", "skeleton", *base, "--out", str(skeleton), "--config", str(skeleton_config)]
+    )
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "skelem"
+    args = ["train", "skelem", *base, "--out", str(model), "--config", str(config)]
+    result = runner.invoke(app, [*args, "--skeleton", str(skeleton), "--sampling-steps", "3"])
+    assert result.exit_code == 0, result.output
+    saved = (model / "config.json").read_text()
+    assert str(skeleton) in saved and '"num_steps": 3' in saved
+    out = tmp_path / "restored.tif"
+    result = runner.invoke(app, ["predict", str(model), str(degraded_tif), str(out)])
+    assert result.exit_code == 0, result.output
+    assert open_volume(out).shape == (48, 40, 40)
+
+
+@pytest.mark.parametrize("option", ["--samples", "--sampling-steps"])
+def test_skelem_options_on_other_methods_are_refused(degraded_tif, tmp_path, option):
+    out = tmp_path / "o.tif"
+    result = runner.invoke(app, ["iso", str(degraded_tif), str(out), "-k", "4", option, "2"])
+    assert result.exit_code == 2
+    assert f"{option} does not apply to method 'cubic'" in result.stderr
+    assert not out.exists()
