@@ -3,20 +3,34 @@
 A saved method is a directory with ``config.json`` (the method's config,
 whose ``method`` field names the registered method) plus whatever trained
 state the method writes. Methods with state define ``load_state(path)``;
-``load_method`` calls it after building the method from its config.
+``load_method`` calls it after building the method from its config. Learned
+methods write their state with ``save_trained`` and read it back with
+``require_files`` and ``load_weights``, so every saved model has the same
+layout: ``weights.pt`` (state dicts), ``normalization.json`` and, after
+training, ``training.json`` (loss history).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from vemrestore.errors import UserInputError
 from vemrestore.methods._base import Method, MethodConfig, get_method, method_config_class
 
-__all__ = ["load_config", "load_method", "save_config"]
+__all__ = [
+    "load_config",
+    "load_method",
+    "load_weights",
+    "require_files",
+    "save_config",
+    "save_trained",
+    "train_record",
+]
 
 
 def _config_from_dict(data: Any, source: Path) -> MethodConfig:
@@ -99,3 +113,60 @@ def load_method(path: Path) -> Method:
     if hasattr(method, "load_state"):
         method.load_state(path)
     return method
+
+
+def _to_cpu(weights: Any) -> Any:
+    """A (nested) state dict with every tensor detached and on the CPU."""
+    if isinstance(weights, dict):
+        return {k: _to_cpu(v) for k, v in weights.items()}
+    return weights.detach().cpu()
+
+
+def train_record(result: Any, **extra: Any) -> dict[str, Any]:
+    """JSON-ready summary of a ``TrainResult`` (steps, seconds, losses) plus ``extra``."""
+    return {
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "losses": result.history,
+        "val_losses": result.val_losses,
+        **extra,
+    }
+
+
+def save_trained(
+    path: Path,
+    config: MethodConfig,
+    weights: dict[str, Any],
+    *,
+    normalization: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json``, ``weights.pt`` and, if given, ``normalization.json`` and
+    ``training.json`` into directory ``path`` (created if needed); returns it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.model_dump_json(indent=2))
+    torch.save(_to_cpu(weights), path / "weights.pt")
+    if normalization is not None:
+        (path / "normalization.json").write_text(json.dumps(normalization, indent=2))
+    if training is not None:
+        (path / "training.json").write_text(json.dumps(training))
+    return path
+
+
+def require_files(path: Path, names: tuple[str, ...], owner: str) -> None:
+    """Raise a ``UserInputError`` naming the first of ``names`` missing from ``path``."""
+    for name in names:
+        if not (Path(path) / name).exists():
+            raise UserInputError(f"{path} has no {name} (pass a directory written by {owner}.save)")
+
+
+def load_weights(path: Path) -> Any:
+    """The state dict(s) in ``path/weights.pt``, on the CPU; a damaged file is a user error."""
+    file = Path(path) / "weights.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise UserInputError(
+            f"{file} is corrupt or incomplete ({exc}); save the method again"
+        ) from exc

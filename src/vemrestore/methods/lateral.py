@@ -61,6 +61,7 @@ from vemrestore.degrade import (
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
+from vemrestore.methods._persist import load_weights, require_files, save_trained, train_record
 from vemrestore.models.edge_attention import EdgeAttentionSRNet
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, TrainResult, fit_model, pixel_loss, resolve_device
@@ -845,40 +846,21 @@ class LateralMethod:
         registration shifts is added when the method was trained in this session.
         """
         model, input_norm, output_norm = self._require_trained()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(self.config.model_dump_json(indent=2))
-        torch.save(
-            {k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "weights.pt"
-        )
-        norms = {"input": input_norm.to_dict(), "output": output_norm.to_dict()}
-        (path / "normalization.json").write_text(json.dumps(norms, indent=2))
+        training = None
         if self.train_result is not None:
-            r = self.train_result
-            record = {
-                "steps": r.steps,
-                "seconds": r.seconds,
-                "losses": r.history,
-                "val_losses": r.val_losses,
-                "model": model.config,
-                **self.training_record,
-            }
-            (path / "training.json").write_text(json.dumps(record))
+            training = train_record(self.train_result, model=model.config, **self.training_record)
+        norms = {"input": input_norm.to_dict(), "output": output_norm.to_dict()}
+        save_trained(path, self.config, model.state_dict(), normalization=norms, training=training)
 
     def load_state(self, path: Path) -> None:
         """Restore weights and normalisation written by ``save`` (see ``load_method``)."""
-        path = Path(path)
-        for name in ("weights.pt", "normalization.json"):
-            if not (path / name).is_file():
-                raise UserInputError(
-                    f"{path} has no {name} (pass a directory written by LateralMethod.save)"
-                )
+        require_files(path, ("weights.pt", "normalization.json"), "LateralMethod")
+        weights = load_weights(path)
         try:
-            weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-            norms = json.loads((path / "normalization.json").read_text())
+            norms = json.loads((Path(path) / "normalization.json").read_text())
             input_norm = PercentileNormalization.from_dict(norms["input"])
             output_norm = PercentileNormalization.from_dict(norms["output"])
-        except (UserInputError, KeyError, ValueError, RuntimeError, OSError) as exc:
+        except (UserInputError, KeyError, ValueError, OSError) as exc:
             raise UserInputError(
                 f"{path} holds a corrupt or incomplete model ({exc}); save the method again"
             ) from exc

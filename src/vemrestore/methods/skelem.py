@@ -79,14 +79,20 @@ from vemrestore.diffusion import (
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
-from vemrestore.methods._persist import load_method
+from vemrestore.methods._persist import (
+    load_method,
+    load_weights,
+    require_files,
+    save_trained,
+    train_record,
+)
 from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
 from vemrestore.methods.skeleton import (
+    PairSampler,
     Skeleton,
     SkeletonConfig,
-    _context_range,
-    _PairSampler,
-    _split_sections,
+    context_range,
+    split_sections,
 )
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.models.unet2d import pad_to_multiple
@@ -547,7 +553,7 @@ def _skeleton_pairs(
     Conditioning is [skeleton output, cubic input]; residual = sharp - skeleton output.
     """
     cfg = skeleton.config
-    sampler = _PairSampler(
+    sampler = PairSampler(
         sections,
         section_ids,
         scale_factor=cfg.scale_factor,
@@ -720,9 +726,9 @@ class _CycleCrops:
                 num_fine=fine,
             )
             arrays["cubic"].append(cubic)
-            xz = skeleton._predict_planes(cubic.transpose(1, 0, 2), range(side))
+            xz = skeleton.predict_planes(cubic.transpose(1, 0, 2), range(side))
             arrays["xz"].append(xz.transpose(1, 0, 2))
-            yz = skeleton._predict_planes(cubic.transpose(2, 0, 1), range(side))
+            yz = skeleton.predict_planes(cubic.transpose(2, 0, 1), range(side))
             arrays["yz"].append(yz.transpose(1, 2, 0))
             weights, inside = _local_sectioning(
                 k,
@@ -994,7 +1000,7 @@ class SkelEM:
         skeleton = self._fit_skeleton(volume, _stage(checkpoint_dir, "skeleton"), resume, progress)
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
         sections = skeleton.normalization.apply(volume.to_numpy())  # type: ignore[union-attr]
-        train_ids, val_ids = _split_sections(volume.shape[0])
+        train_ids, val_ids = split_sections(volume.shape[0])
         scheduler = make_scheduler(cfg.diffusion)
         options = {"scheduler": scheduler, "truncated_start": self._truncated_start()}
         options["truncated_fraction"] = cfg.truncated_fraction
@@ -1268,10 +1274,10 @@ class SkelEM:
         zs, ys, xs = request.output_region
         z0, y0, x0 = request.input_start
         num, height, width = block.shape
-        y_lo, y_hi = _context_range(ys, y0, y0 + height, halo, multiple)
-        x_lo, x_hi = _context_range(xs, x0, x0 + width, halo, multiple)
+        y_lo, y_hi = context_range(ys, y0, y0 + height, halo, multiple)
+        x_lo, x_hi = context_range(xs, x0, x0 + width, halo, multiple)
         fine_first = math.ceil(z0 * k - 1e-9)
-        f_lo, f_hi = _context_range(zs, fine_first, round((z0 + num) * k), halo, multiple)
+        f_lo, f_hi = context_range(zs, fine_first, round((z0 + num) * k), halo, multiple)
         sections = normalization.apply(block[:, y_lo - y0 : y_hi - y0, x_lo - x0 : x_hi - x0])
         fine = upsample_axial(
             sections, k, kind="cubic", fine_start=f_lo, num_fine=f_hi - f_lo, section_start=z0
@@ -1279,8 +1285,8 @@ class SkelEM:
         oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
         xz_stack = fine.transpose(1, 0, 2)  # XZ planes (one per y), pixels (z, x)
         yz_stack = fine.transpose(2, 0, 1)  # YZ planes (one per x), pixels (z, y)
-        skel_xz = skeleton._predict_planes(xz_stack, range(oy.start, oy.stop))
-        skel_yz = skeleton._predict_planes(yz_stack, range(ox.start, ox.stop))
+        skel_xz = skeleton.predict_planes(xz_stack, range(oy.start, oy.stop))
+        skel_yz = skeleton.predict_planes(yz_stack, range(ox.start, ox.stop))
         cond_xz = np.stack([skel_xz, xz_stack[oy]], axis=1)
         cond_yz = np.stack([skel_yz, yz_stack[ox]], axis=1)
         weights, inside = _local_sectioning(
@@ -1331,43 +1337,34 @@ class SkelEM:
         was trained in this session.
         """
         skeleton, _, refiners = self._require_trained()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(self.config.model_dump_json(indent=2))
-        weights = {
-            name: {k: v.detach().cpu() for k, v in net.state_dict().items()}
-            for name, net in refiners.items()
-        }
-        torch.save(weights, path / "weights.pt")
+        training = None
+        if self.train_result is not None:
+            training = {"refiner": train_record(self.train_result)}
+            if self.cycle_result is not None:
+                training["cycle"] = train_record(self.cycle_result, terms=self.cycle_terms)
+        weights = {name: net.state_dict() for name, net in refiners.items()}
+        path = save_trained(path, self.config, weights, training=training)
         record = {"model": refiners["xz"].config, "residual_scale": self.residual_scale}
         (path / "refiner.json").write_text(json.dumps(record, indent=2))
         save_scheduler_config(self.config.diffusion, path)
         skeleton.save(path / "skeleton")
-        if self.train_result is not None:
-            history: dict[str, Any] = {"refiner": _result_record(self.train_result)}
-            if self.cycle_result is not None:
-                history["cycle"] = {**_result_record(self.cycle_result), "terms": self.cycle_terms}
-            (path / "training.json").write_text(json.dumps(history))
 
     def load_state(self, path: Path) -> None:
         """Restore the skeleton, refiners and scale written by ``save`` (see ``load_method``)."""
         path = Path(path)
-        for name in ("weights.pt", "refiner.json", "skeleton"):
-            if not (path / name).exists():
-                raise UserInputError(
-                    f"{path} has no {name} (pass a directory written by SkelEM.save)"
-                )
+        require_files(path, ("weights.pt", "refiner.json", "skeleton"), "SkelEM")
         if load_scheduler_config(path) != self.config.diffusion:
             raise UserInputError(
                 f"{path / 'scheduler_config.json'} disagrees with the diffusion options in "
                 f"{path / 'config.json'} (save the method again)"
             )
+        weights = load_weights(path)
         try:
-            weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
             refiners = self._refiners_from(weights)
-        except Exception as exc:
+        except (KeyError, RuntimeError) as exc:
             raise UserInputError(
-                f"{path / 'weights.pt'} is corrupt or incomplete ({exc}); save the method again"
+                f"{path / 'weights.pt'} does not hold this config's refiners ({exc}); "
+                "save the method again"
             ) from exc
         skeleton = _load_skeleton(path / "skeleton")
         scale = float(json.loads((path / "refiner.json").read_text())["residual_scale"])
@@ -1390,12 +1387,3 @@ def _load_skeleton(path: Path) -> Skeleton:
             "written by `vemrestore train skeleton`)"
         )
     return skeleton
-
-
-def _result_record(result: TrainResult) -> dict[str, Any]:
-    return {
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "losses": result.history,
-        "val_losses": result.val_losses,
-    }

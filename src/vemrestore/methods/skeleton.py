@@ -29,6 +29,7 @@ from vemrestore.degrade._axial import AxialSectioning
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
+from vemrestore.methods._persist import load_weights, require_files, save_trained, train_record
 from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
@@ -95,7 +96,7 @@ class SkeletonConfig(MethodConfig):
         return self
 
 
-def _split_sections(num_sections: int) -> tuple[np.ndarray, np.ndarray]:
+def split_sections(num_sections: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of (training, validation) sections; at least one of each."""
     ids = np.arange(num_sections)
     is_val = ids % VALIDATION_EVERY == VALIDATION_OFFSET
@@ -104,7 +105,7 @@ def _split_sections(num_sections: int) -> tuple[np.ndarray, np.ndarray]:
     return ids[~is_val], ids[is_val]
 
 
-class _PairSampler:
+class PairSampler:
     """Draw (cubic input, residual target) training patches from XY sections.
 
     A patch of ``patch_size + 2 * margin`` rows by ``patch_size`` columns is cut
@@ -168,7 +169,7 @@ class _PairSampler:
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def _context_range(
+def context_range(
     out: slice, block_start: int, block_stop: int, halo: int, multiple: int
 ) -> tuple[int, int]:
     """[lo, hi) to run the network on: ``out`` plus ``halo`` inside the block.
@@ -303,15 +304,15 @@ class Skeleton:
             )
         normalization = PercentileNormalization.from_data(volume.data)
         sections = normalization.apply(volume.to_numpy())
-        train_ids, val_ids = _split_sections(num)
+        train_ids, val_ids = split_sections(num)
         options = {
             "scale_factor": cfg.scale_factor,
             "profile": cfg.profile,
             "patch_size": cfg.train.patch_size,
             "context_planes": cfg.context_planes,
         }
-        sampler = _PairSampler(sections, train_ids, **options)
-        val_inputs, val_targets = _PairSampler(sections, val_ids, **options).draw(
+        sampler = PairSampler(sections, train_ids, **options)
+        val_inputs, val_targets = PairSampler(sections, val_ids, **options).draw(
             np.random.default_rng([cfg.train.seed, 1]), _VALIDATION_BATCHES * cfg.train.batch_size
         )
         loss_fn = pixel_loss(cfg.train.loss)
@@ -389,7 +390,7 @@ class Skeleton:
                 model.to(self._device).eval()
             return model, self._device
 
-    def _predict_planes(self, stack: np.ndarray, plane_ids: range) -> np.ndarray:
+    def predict_planes(self, stack: np.ndarray, plane_ids: range) -> np.ndarray:
         """Restore planes ``stack[plane_ids]`` (each (F, W), z along rows)."""
         model, device = self._inference_model()
         n = self.config.context_planes
@@ -428,10 +429,10 @@ class Skeleton:
         zs, ys, xs = request.output_region
         z0, y0, x0 = request.input_start
         num, height, width = block.shape
-        y_lo, y_hi = _context_range(ys, y0, y0 + height, halo, multiple)
-        x_lo, x_hi = _context_range(xs, x0, x0 + width, halo, multiple)
+        y_lo, y_hi = context_range(ys, y0, y0 + height, halo, multiple)
+        x_lo, x_hi = context_range(xs, x0, x0 + width, halo, multiple)
         fine_first = math.ceil(z0 * k - 1e-9)
-        f_lo, f_hi = _context_range(zs, fine_first, round((z0 + num) * k), halo, multiple)
+        f_lo, f_hi = context_range(zs, fine_first, round((z0 + num) * k), halo, multiple)
         sections = normalization.apply(block[:, y_lo - y0 : y_hi - y0, x_lo - x0 : x_hi - x0])
         fine = upsample_axial(
             sections,
@@ -444,10 +445,10 @@ class Skeleton:
         )
         z_out = slice(zs.start - f_lo, zs.stop - f_lo)
         # XZ planes: one per output y, z along rows, x across the block.
-        xz = self._predict_planes(fine.transpose(1, 0, 2), range(ys.start - y_lo, ys.stop - y_lo))
+        xz = self.predict_planes(fine.transpose(1, 0, 2), range(ys.start - y_lo, ys.stop - y_lo))
         xz = xz.transpose(1, 0, 2)[z_out, :, xs.start - x_lo : xs.stop - x_lo]
         # YZ planes: one per output x, z along rows, y across the block.
-        yz = self._predict_planes(fine.transpose(2, 0, 1), range(xs.start - x_lo, xs.stop - x_lo))
+        yz = self.predict_planes(fine.transpose(2, 0, 1), range(xs.start - x_lo, xs.stop - x_lo))
         yz = yz.transpose(1, 2, 0)[z_out, ys.start - y_lo : ys.stop - y_lo, :]
         if cfg.fusion == "mean":
             return normalization.invert(0.5 * (xz + yz))
@@ -464,43 +465,26 @@ class Skeleton:
         trained in this session.
         """
         model, normalization = self._require_trained()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(self.config.model_dump_json(indent=2))
-        torch.save(
-            {k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "weights.pt"
-        )
-        (path / "normalization.json").write_text(json.dumps(normalization.to_dict(), indent=2))
+        training = None
         if self.train_result is not None:
-            r = self.train_result
-            record = {
-                "steps": r.steps,
-                "seconds": r.seconds,
-                "losses": r.history,
-                "val_losses": r.val_losses,
-                "model": model.config,
-            }
-            (path / "training.json").write_text(json.dumps(record))
+            training = train_record(self.train_result, model=model.config)
+        save_trained(
+            path,
+            self.config,
+            model.state_dict(),
+            normalization=normalization.to_dict(),
+            training=training,
+        )
 
     def load_state(self, path: Path) -> None:
         """Restore weights and normalisation written by ``save`` (see ``load_method``)."""
-        path = Path(path)
-        for name in ("weights.pt", "normalization.json"):
-            if not (path / name).is_file():
-                raise UserInputError(
-                    f"{path} has no {name} (pass a directory written by Skeleton.save)"
-                )
-        try:
-            weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserInputError(
-                f"{path / 'weights.pt'} is corrupt or incomplete ({exc}); save the method again"
-            ) from exc
+        require_files(path, ("weights.pt", "normalization.json"), "Skeleton")
+        weights = load_weights(path)
         model = self._build_model()
         model.load_state_dict(weights)
         model.eval()
         normalization = PercentileNormalization.from_dict(
-            json.loads((path / "normalization.json").read_text())
+            json.loads((Path(path) / "normalization.json").read_text())
         )
         with self._lock:
             self.model, self.normalization, self._device = model, normalization, None

@@ -43,7 +43,13 @@ from vemrestore.diffusion import DiffusionConfig, make_scheduler, sample, save_s
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, create_method, register_method
-from vemrestore.methods._persist import load_method
+from vemrestore.methods._persist import (
+    load_method,
+    load_weights,
+    require_files,
+    save_trained,
+    train_record,
+)
 from vemrestore.methods._slices_damage import SliceDamageMap, SliceReport, parse_indices
 from vemrestore.methods._slices_detect import DetectionResult, detect_damage
 from vemrestore.methods._slices_interp import (
@@ -693,43 +699,27 @@ class DiffusionSlices(_SliceMethod):
         in this session.
         """
         model, normalization = self._require_trained()
-        path = Path(path)
-        super().save(path)
-        torch.save(
-            {k: v.detach().cpu() for k, v in model.net.state_dict().items()}, path / "weights.pt"
-        )
-        (path / "normalization.json").write_text(json.dumps(normalization.to_dict(), indent=2))
-        save_scheduler_config(self.config.diffusion, path)  # type: ignore[attr-defined]
+        training = None
         if self.train_result is not None:
-            r = self.train_result
-            record = {
-                "steps": r.steps,
-                "seconds": r.seconds,
-                "losses": r.history,
-                "val_losses": r.val_losses,
-                "model": model.net.config,
-            }
-            (path / "training.json").write_text(json.dumps(record))
+            training = train_record(self.train_result, model=model.net.config)
+        save_trained(
+            path,
+            self.config,
+            model.net.state_dict(),
+            normalization=normalization.to_dict(),
+            training=training,
+        )
+        save_scheduler_config(self.config.diffusion, Path(path))  # type: ignore[attr-defined]
 
     def load_state(self, path: Path) -> None:
         """Restore weights and normalisation written by ``save`` (see ``load_method``)."""
-        path = Path(path)
-        for name in ("weights.pt", "normalization.json"):
-            if not (path / name).is_file():
-                raise UserInputError(
-                    f"{path} has no {name} (pass a directory written by DiffusionSlices.save)"
-                )
-        try:
-            weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserInputError(
-                f"{path / 'weights.pt'} is corrupt or incomplete ({exc}); save the method again"
-            ) from exc
+        require_files(path, ("weights.pt", "normalization.json"), "DiffusionSlices")
+        weights = load_weights(path)
         model = self._build_model()
         model.net.load_state_dict(weights)
         model.eval()
         normalization = PercentileNormalization.from_dict(
-            json.loads((path / "normalization.json").read_text())
+            json.loads((Path(path) / "normalization.json").read_text())
         )
         with self._lock:
             self.model, self.normalization, self._device = model, normalization, None
