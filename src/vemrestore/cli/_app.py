@@ -283,55 +283,68 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 
-@train_app.command("skeleton")
-def train_skeleton(
-    src: Annotated[
-        str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
-    ],
-    factor: Factor,
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
-    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in --out.")
-    ] = False,
-    channel: Channel = None,
-) -> None:
-    """Train the skeleton network on the volume's own XY slices."""
+TrainInput = Annotated[
+    str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
+]
+ModelOut = Annotated[Path, typer.Option("--out", help="Model directory to write.")]
+Resume = Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")]
+
+
+def _train_and_save(name: str, src: str, out: Path, *, channel, resume: bool, **options) -> None:
+    """Open ``src``, train method ``name`` configured by ``options``, save it to ``out``."""
     from vemrestore.io import check_finite, open_volume
 
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    restorer = _configured_method("skeleton", factor=factor, steps=steps, config=config)
+    restorer = _configured_method(name, **options)
     restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
     restorer.save(out)
     typer.echo(f"saved model to {out}")
 
 
+@train_app.command("skeleton")
+def train_skeleton(
+    src: TrainInput,
+    factor: Factor,
+    out: ModelOut,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
+    resume: Resume = False,
+    channel: Channel = None,
+) -> None:
+    """Train the skeleton network on the volume's own XY slices."""
+    _train_and_save(
+        "skeleton",
+        src,
+        out,
+        channel=channel,
+        resume=resume,
+        factor=factor,
+        steps=steps,
+        config=config,
+    )
+
+
 @train_app.command("skelem")
 def train_skelem(
-    src: Annotated[
-        str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
-    ],
+    src: TrainInput,
     factor: Factor,
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    out: ModelOut,
     skeleton: SkeletonDir = None,
     steps: Annotated[int | None, typer.Option(help="Refiner training steps.")] = None,
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkelEMConfig).")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue each stage from its checkpoint in --out.")
-    ] = False,
+    resume: Resume = False,
     channel: Channel = None,
 ) -> None:
     """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
-    from vemrestore.io import check_finite, open_volume
-
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
-    restorer = _configured_method(
+    _train_and_save(
         "skelem",
+        src,
+        out,
+        channel=channel,
+        resume=resume,
         factor=factor,
         steps=steps,
         config=config,
@@ -339,9 +352,6 @@ def train_skelem(
         num_samples=samples,
         skeleton_path=skeleton,
     )
-    restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
-    restorer.save(out)
-    typer.echo(f"saved model to {out}")
 
 
 @train_app.command("lateral")
@@ -350,14 +360,12 @@ def train_lateral_command(
     factor: Annotated[
         int, typer.Option("--factor", "-k", help="Lateral factor: 1 (denoise), 2, 3 or 4.")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    out: ModelOut,
     lr: Annotated[
         str | None, typer.Option("--lr", help="Real low-resolution images; synthetic if absent.")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in --out.")
-    ] = False,
+    resume: Resume = False,
 ) -> None:
     """Train lateral super-resolution + denoising without clean references."""
     from vemrestore.io import check_finite, open_volume
