@@ -66,15 +66,15 @@ def config(tmp_path):
 
 
 def test_iso_skelem_writes_result_consistency_and_std(degraded_tif, config, tmp_path):
-    out = tmp_path / "iso.zarr"
+    out = tmp_path / "iso.ome.zarr"
     args = ["iso", str(degraded_tif), str(out), "--factor", "4", "--method", "skelem"]
     args += ["--config", str(config), "--sampling-steps", "2", "--samples", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     restored = open_volume(out)
     assert restored.shape == (48, 40, 40) and restored.dtype == np.uint8
-    std = open_volume(tmp_path / "iso_std.zarr")
-    residual = open_volume(tmp_path / "iso_consistency.zarr")
+    std = open_volume(tmp_path / "iso_std.ome.zarr")
+    residual = open_volume(tmp_path / "iso_consistency.ome.zarr")
     assert std.shape == residual.shape == (48, 40, 40)
     assert std.dtype == np.float32
     std = std.to_numpy()
@@ -105,7 +105,8 @@ def test_train_skelem_on_a_given_skeleton_then_predict(degraded_tif, config, tmp
     assert result.exit_code == 0, result.output
     model = tmp_path / "skelem"
     args = ["train", "skelem", *base, "--out", str(model), "--config", str(config)]
-    result = runner.invoke(app, [*args, "--skeleton", str(skeleton), "--sampling-steps", "3"])
+    options = ["--skeleton", str(skeleton), "--sampling-steps", "3", "--samples", "2"]
+    result = runner.invoke(app, [*args, *options])
     assert result.exit_code == 0, result.output
     saved = (model / "config.json").read_text()
     assert str(skeleton) in saved and '"num_steps": 3' in saved
@@ -113,6 +114,9 @@ def test_train_skelem_on_a_given_skeleton_then_predict(degraded_tif, config, tmp
     result = runner.invoke(app, ["predict", str(model), str(degraded_tif), str(out)])
     assert result.exit_code == 0, result.output
     assert open_volume(out).shape == (48, 40, 40)
+    # The saved config asks for 2 samples: predict writes both maps, as iso does.
+    for tag in ("consistency", "std"):
+        assert open_volume(tmp_path / f"restored_{tag}.tif").shape == (48, 40, 40)
 
 
 @pytest.mark.parametrize("option", ["--samples", "--sampling-steps"])

@@ -161,18 +161,8 @@ def iso(
     disagrees with the observed sections) and, with --samples > 1, NAME_std
     (per-voxel standard deviation over the samples).
     """
-    from vemrestore.engine import predict_volume
     from vemrestore.io import check_finite, open_volume
 
-    outputs: dict[str, str | None] = {dst: None}
-    if method == "skelem":
-        outputs[_sibling(dst, "consistency")] = "consistency_residual"
-        if (samples or 1) > 1:
-            outputs[_sibling(dst, "std")] = "std"
-    for path in outputs:
-        _check_output_early(path, overwrite=overwrite)
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
     restorer = _configured_method(
         method,
         factor=factor,
@@ -182,12 +172,40 @@ def iso(
         num_samples=samples,
         skeleton_path=skeleton,
     )
+    outputs = _outputs_of(restorer, dst, overwrite=overwrite)
+    volume = open_volume(src, channel=channel)
+    check_finite(volume)
     restorer.fit(volume)
-    engine = {"block_shape": block, "scheduler": scheduler, "overwrite": overwrite}
+    _predict_outputs(
+        restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
+    )
+
+
+def _outputs_of(restorer, dst: str, *, overwrite: bool) -> dict[str, str | None]:
+    """Output path -> what it holds (None: the restoration; else a SkelEM map), all checked.
+
+    SkelEM writes its data-consistency residual beside ``dst`` and, with more
+    than one sample, the per-voxel standard deviation.
+    """
+    outputs: dict[str, str | None] = {dst: None}
+    if restorer.config.method == "skelem":
+        outputs[_sibling(dst, "consistency")] = "consistency_residual"
+        if restorer.config.num_samples > 1:
+            outputs[_sibling(dst, "std")] = "std"
+    for path in outputs:
+        _check_output_early(path, overwrite=overwrite)
+    return outputs
+
+
+def _predict_outputs(restorer, volume, outputs: dict[str, str | None], **engine) -> None:
+    """Run the engine once per output; the restoration keeps an integer input dtype."""
+    from vemrestore.engine import predict_volume
+
+    block = engine.pop("block")
     for path, output in outputs.items():
         variant = restorer if output is None else restorer.with_output(output)
         dtype = _output_dtype(volume.dtype) if output is None else "float32"
-        out = predict_volume(variant, volume, path, output_dtype=dtype, **engine)
+        out = predict_volume(variant, volume, path, block_shape=block, output_dtype=dtype, **engine)
         typer.echo(
             f"wrote {out}{'' if output is None else f' ({output})'}: shape "
             f"{restorer.output_shape(volume.shape)}, voxel size "
@@ -200,9 +218,10 @@ def _sibling(dst: str, tag: str) -> str:
     from vemrestore.io import split_dataset_path
 
     path, inner = split_dataset_path(dst)
-    suffixes = "".join(path.suffixes)
-    name = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    sibling = str(path.with_name(f"{name}_{tag}{suffixes}"))
+    stem, suffix = path.stem, path.suffix
+    if stem.endswith(".ome"):  # out.ome.zarr -> out_tag.ome.zarr
+        stem, suffix = stem[: -len(".ome")], ".ome" + suffix
+    sibling = str(path.with_name(f"{stem}_{tag}{suffix}"))
     return sibling if inner is None else f"{sibling}:{inner}"
 
 
@@ -401,24 +420,17 @@ def predict(
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Apply a trained model to a volume, blockwise."""
-    from vemrestore.engine import predict_volume
+    """Apply a trained model to a volume, blockwise (SkelEM also writes its maps, as iso)."""
     from vemrestore.io import check_finite, open_volume
     from vemrestore.methods import load_method
 
     restorer = load_method(model_dir)
+    outputs = _outputs_of(restorer, dst, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    out = predict_volume(
-        restorer,
-        volume,
-        dst,
-        block_shape=block,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        output_dtype=_output_dtype(volume.dtype),
+    _predict_outputs(
+        restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
     )
-    typer.echo(f"wrote {out}")
 
 
 @app.command()
