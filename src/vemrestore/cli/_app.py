@@ -262,16 +262,15 @@ def _configured_method(
     ``overrides`` are top-level config fields; None means not given. A field
     the method lacks is refused with the option that set it.
     """
-    from vemrestore.methods import get_method, load_config, method_config_class
+    from vemrestore.methods import get_method, load_config_options, method_config_class
 
     config_cls = method_config_class(name)
     if config is not None:
-        loaded = load_config(config)
-        if loaded.method != name:
+        options = load_config_options(config)
+        if options["method"] != name:
             raise UserInputError(
-                f"config {config} is for method {loaded.method!r}, not {name!r} (fix 'method:')"
+                f"config {config} is for method {options['method']!r}, not {name!r} (fix 'method:')"
             )
-        options = loaded.model_dump(exclude_unset=True)
     else:
         options = {"method": name}
     options["scale_factor"] = factor

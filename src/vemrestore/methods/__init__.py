@@ -15,7 +15,7 @@ from vemrestore.methods._base import (
     method_config_class,
     register_method,
 )
-from vemrestore.methods._persist import load_config, load_method, save_config
+from vemrestore.methods._persist import load_config, load_config_options, load_method, save_config
 
 __all__ = [
     "BlockRequest",
@@ -25,6 +25,7 @@ __all__ = [
     "create_method",
     "get_method",
     "load_config",
+    "load_config_options",
     "load_method",
     "method_config_class",
     "register_method",

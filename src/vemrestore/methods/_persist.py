@@ -12,6 +12,7 @@ training, ``training.json`` (loss history).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from vemrestore.methods._base import Method, MethodConfig, get_method, method_co
 
 __all__ = [
     "load_config",
+    "load_config_options",
     "load_method",
     "load_weights",
     "require_files",
@@ -71,14 +73,29 @@ def load_config(path: Path) -> MethodConfig:
     >>> load_config(path).scale_factor
     4.0
     """
+    return _config_from_dict(_read_mapping(path), Path(path))
+
+
+def load_config_options(path: Path) -> dict[str, Any]:
+    """The options written in a config file, checked like ``load_config``.
+
+    Unlike ``load_config(path).model_dump()``, options left out stay out, so
+    values derived from others (e.g. a nested ``scale_factor``) follow an
+    override of the option they derive from.
+    """
+    data = _read_mapping(path)
+    _config_from_dict(copy.deepcopy(data), Path(path))  # validators may fill the mapping
+    return data
+
+
+def _read_mapping(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"config file {path} does not exist (check the path)")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserInputError(f"config file {path} is not valid YAML ({exc})") from exc
-    return _config_from_dict(data, path)
 
 
 def save_config(config: MethodConfig, path: Path) -> None:
