@@ -447,7 +447,10 @@ def slices(
         typer.Option(help="Volume of the stack's shape, nonzero on damaged voxels to restore."),
     ] = None,
     detect: Annotated[
-        bool, typer.Option(help="Also detect blank, outlying and locally damaged sections.")
+        bool,
+        typer.Option(
+            help="Also detect blank, outlying and locally damaged sections (reads the whole stack)."
+        ),
     ] = False,
     method: Annotated[
         str, typer.Option(help="linear, flow (optical flow) or diffusion (trained on the stack).")
