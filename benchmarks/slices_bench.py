@@ -31,7 +31,7 @@ Smoke run (a few minutes)::
     .venv/bin/python benchmarks/slices_bench.py --quick
 
 Results go to ``benchmarks/results/slices.json`` (``slices_quick.json``)
-and a figure ``slices_isbi.png`` (neighbours, truth and each method).
+and a figure ``<json stem>_isbi.png`` (neighbours, truth and each method).
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def main() -> None:
     out = args.out or RESULTS / f"slices{suffix}.json"
     out.write_text(json.dumps(record, indent=2))
     if "isbi" in args.datasets:
-        save_figure(outcome["figures"], RESULTS / f"slices{suffix}_isbi.png")
+        save_figure(outcome["figures"], out.with_name(f"{out.stem}_isbi.png"))
     print(format_table(outcome["results"]))
     print(f"wrote {out}")
 

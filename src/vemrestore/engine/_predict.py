@@ -8,13 +8,20 @@ covers its receptive field); the engine reads only that region, calls
 ``method.predict_block`` and writes the result.
 
 Why no blending of overlapping tiles: the read region contains the write
-region and the halo covers everything that can influence the written voxels,
-so each block is computed exactly as in a whole-volume pass and there are no
-seams to hide. Writes never overlap, which makes the result
+region, and the halo is chosen to cover what influences the written voxels,
+so each block is computed as in a whole-volume pass and there are no seams to
+hide. Writes never overlap, which makes the result
 
-- exact: blockwise output equals whole-array output (up to float rounding);
+- exact where the halo covers the whole receptive field (interpolation:
+  float rounding only); a network's halo (``halo_yx``) covers most of it, so
+  blocks differ from a whole-array pass by a little (the skeleton U-Net with
+  its default halo: at most 0.7 grey levels of 255, ``benchmarks/engine_bench.py``);
 - resumable: a block is either fully written (and marked done) or recomputed;
 - safe to distribute: workers never read-modify-write a shared chunk.
+
+Blending overlapping outputs would hide such differences further, but it
+needs read-modify-write of shared chunks (or a second pass), which breaks the
+last two properties; a larger ``halo_yx`` shrinks them instead.
 
 Peak memory is set by the block shape (times the number of blocks running at
 once), never by the volume size: the input is read lazily per block and each
