@@ -17,11 +17,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from vemrestore.bench import provenance
 
 LATERAL_NM = 4.0  # synthetic lateral voxel size; z is LATERAL_NM * factor
 
@@ -78,47 +77,11 @@ def build_method(name: str, factor: float, model_dir: str | None):
     return create_method(name, scale_factor=factor)
 
 
-def machine_info() -> dict:
-    """Platform, CPU count, memory and library versions for the results JSON."""
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-    }
-    for package in ("torch", "dask", "zarr", "numpy"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return info
-
-
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the checkout, or ``"uncommitted"``."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
-    return result.stdout.strip()
-
-
-def save_results(path: str | None, results: list[dict]) -> None:
-    """Write ``results`` with command, machine and commit to ``path`` (if given)."""
+def save_results(path: str | None, results: list[dict], origin: dict) -> None:
+    """Write ``results`` with ``origin`` (``provenance()`` taken at the start) to ``path``."""
     if path is None:
         return
-    record = {
-        "results": results,
-        "command": " ".join(sys.argv),
-        "machine": machine_info(),
-        "commit": git_commit(),
-    }
+    record = {"results": results, **origin}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=2))
     print(f"saved {path}")
@@ -270,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    origin = provenance([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
 
     if args.child:
         print(json.dumps(_child(args)))
@@ -309,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     print("whole-array seconds cover reading and predicting, not writing")
-    save_results(args.json, rows)
+    save_results(args.json, rows, origin)
 
 
 if __name__ == "__main__":

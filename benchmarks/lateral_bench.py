@@ -286,6 +286,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args()
+    origin = provenance()  # taken before the run: the commit of the code that ran
     if args.quick:
         args.steps = args.steps_x4 = 3
         args.patch, args.patch_x4 = 16, 8
@@ -299,7 +300,7 @@ def main() -> None:
     result["wall_seconds"] = time.perf_counter() - start
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**provenance(), **result}, indent=2, default=str))
+    out.write_text(json.dumps({**origin, **result}, indent=2, default=str))
     if example:
         png = out.with_name(out.stem + "_epfl_x2.png")
         save_figure(example, png, 2, 128 if args.quick else 256)

@@ -35,6 +35,8 @@ from engine_bench import (
     save_results,
 )
 
+from vemrestore.bench import provenance
+
 
 class _CountingMethod:
     """Delegates to a method and counts ``predict_block`` calls (blocks computed)."""
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    origin = provenance([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
 
     if args.child:
         print(json.dumps(_child(args)))
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print_table([row], list(row)[4:10])
     print_table([row], list(row)[10:])
-    save_results(args.json, [row])
+    save_results(args.json, [row], origin)
 
 
 if __name__ == "__main__":

@@ -461,6 +461,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    origin = provenance()  # taken before the run: the commit of the code that ran
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     data = args.data or real_dataset("medulla_sample2")
@@ -491,7 +492,7 @@ def main() -> None:
         "settings": settings,
         "total_seconds": time.perf_counter() - start,
         "torch_threads": args.threads,
-        **provenance(),
+        **origin,
     }
     (args.out / f"{name}.json").write_text(json.dumps(_json_safe(payload), indent=2))
     save_figure(figures, args.out / f"{name}_xz.png")

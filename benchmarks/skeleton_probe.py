@@ -18,10 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from vemrestore.bench import provenance
 from vemrestore.bench._axial import score_restoration
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import AxialSectioning
@@ -53,26 +50,6 @@ def predict(method: Skeleton, sections: np.ndarray, region: tuple[slice, ...]) -
     where = method.input_region(region, sections.shape)
     start = tuple(s.start for s in where)
     return method.predict_block(sections[where], BlockRequest(start, region))
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-        return out.stdout.strip() + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -111,6 +88,7 @@ def main() -> None:
         parser.error("no --data given and the medulla dataset was not found")
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
+    origin = provenance([sys.executable, *sys.argv])  # before the run: the code that ran
 
     source = open_volume(args.data)
     truth = np.asarray(source.data, dtype=np.float32)
@@ -138,15 +116,7 @@ def main() -> None:
     predict_seconds = time.perf_counter() - t0
     scoring = {"voxel_size_nm": float(source.voxel_size[0]), "data_range": 255.0}
     result = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },
-        "commit": commit(),
+        **origin,
         "data": str(args.data),
         "scale_factor": args.factor,
         "config": config.model_dump(mode="json"),

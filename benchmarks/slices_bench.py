@@ -332,6 +332,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args()
+    origin = provenance()  # taken before the run: the commit of the code that ran
     args.datasets = args.datasets.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
@@ -342,7 +343,7 @@ def main() -> None:
         "results": outcome["results"],
         "training": outcome["training"],
         "total_seconds": round(time.perf_counter() - start, 1),
-        **provenance(),
+        **origin,
     }
     out = args.out or RESULTS / f"slices{suffix}.json"
     out.write_text(json.dumps(record, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -32,13 +33,23 @@ def git_commit() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Platform, CPU count and, when importable, torch and its device."""
+    """Platform, CPU count, memory, key library versions and, when importable, torch's device."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+    try:
+        pages = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        info["memory_gib"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        pass
+    for package in ("numpy", "dask", "zarr"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     try:
         import torch
 
