@@ -249,3 +249,39 @@ def test_train_lateral_then_predict(tmp_path):
     restored = open_volume(out)
     assert restored.shape == (3, 64, 64)
     assert restored.voxel_size == pytest.approx((50.0, 5.0, 5.0))
+
+
+def test_killed_iso_resumes_its_training_and_gives_the_same_output(
+    degraded_tif, tmp_path, monkeypatch
+):
+    from vemrestore.train import _loop
+
+    config = tmp_path / "skeleton.yaml"
+    config.write_text(TINY_SKELETON)
+    args = ["iso", str(degraded_tif), "--factor", "4", "--method", "skeleton"]
+    args += ["--config", str(config)]
+    reference = tmp_path / "reference.tif"
+    assert runner.invoke(app, [args[0], args[1], str(reference), *args[2:]]).exit_code == 0
+
+    save = _loop._save_checkpoint
+
+    def save_then_die(path, payload):
+        save(path, payload)
+        raise RuntimeError("killed after the first checkpoint")
+
+    out = tmp_path / "restored.tif"
+    monkeypatch.setattr(_loop, "_save_checkpoint", save_then_die)
+    killed = runner.invoke(app, [args[0], args[1], str(out), *args[2:]])
+    assert "killed" in str(killed.exception) and not out.exists()
+    checkpoints = tmp_path / ".restored.tif.train"
+    assert (checkpoints / "checkpoint.pt").exists()
+
+    monkeypatch.setattr(_loop, "_save_checkpoint", save)
+    other = runner.invoke(app, [args[0], args[1], str(out), *args[2:], "--steps", "5"])
+    assert other.exit_code == 2 and "other settings" in other.stderr
+
+    resumed = runner.invoke(app, [args[0], args[1], str(out), *args[2:]])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming training" in resumed.stderr
+    assert not checkpoints.exists()
+    np.testing.assert_array_equal(open_volume(out).to_numpy(), open_volume(reference).to_numpy())

@@ -129,9 +129,9 @@ def test_skelem_options_on_other_methods_are_refused(degraded_tif, tmp_path, opt
 
 
 def test_factor_overrides_the_config_and_what_derives_from_it(config):
-    from vemrestore.cli._app import _configured_method
+    from vemrestore.cli._restore import configured_method
 
-    method = _configured_method("skelem", factor=8, steps=7, config=config, num_samples=3)
+    method = configured_method("skelem", factor=8, steps=7, config=config, num_samples=3)
     assert method.config.scale_factor == method.config.skeleton.scale_factor == 8
     assert method.config.skeleton.base_channels == 4  # the rest of the file is kept
     assert method.config.train.num_steps == 7 and method.config.train.batch_size == 2

@@ -9,6 +9,15 @@ from typing import Annotated
 import typer
 
 from vemrestore.cli._errors import UserErrorGroup
+from vemrestore.cli._restore import (
+    check_output_early,
+    configured_method,
+    finish_training,
+    fit_resumable,
+    output_dtype,
+    outputs_of,
+    predict_outputs,
+)
 from vemrestore.errors import UserInputError
 
 __all__ = ["app", "main"]
@@ -160,10 +169,14 @@ def iso(
     skelem also writes DST's siblings NAME_consistency (where the result
     disagrees with the observed sections) and, with --samples > 1, NAME_std
     (per-voxel standard deviation over the samples).
+
+    Killed and run again, it resumes: training from the checkpoints in
+    .NAME.train beside DST (removed when done), prediction from the finished
+    blocks of a .zarr output.
     """
     from vemrestore.io import check_finite, open_volume
 
-    restorer = _configured_method(
+    restorer = configured_method(
         method,
         factor=factor,
         steps=steps,
@@ -172,57 +185,14 @@ def iso(
         num_samples=samples,
         skeleton_path=skeleton,
     )
-    outputs = _outputs_of(restorer, dst, overwrite=overwrite)
+    outputs = outputs_of(restorer, dst, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    restorer.fit(volume)
-    _predict_outputs(
+    fit_resumable(restorer, volume, dst, overwrite=overwrite)
+    predict_outputs(
         restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
     )
-
-
-def _outputs_of(restorer, dst: str, *, overwrite: bool) -> dict[str, str | None]:
-    """Output path -> what it holds (None: the restoration; else a SkelEM map), all checked.
-
-    SkelEM writes its data-consistency residual beside ``dst`` and, with more
-    than one sample, the per-voxel standard deviation.
-    """
-    outputs: dict[str, str | None] = {dst: None}
-    if restorer.config.method == "skelem":
-        outputs[_sibling(dst, "consistency")] = "consistency_residual"
-        if restorer.config.num_samples > 1:
-            outputs[_sibling(dst, "std")] = "std"
-    for path in outputs:
-        _check_output_early(path, overwrite=overwrite)
-    return outputs
-
-
-def _predict_outputs(restorer, volume, outputs: dict[str, str | None], **engine) -> None:
-    """Run the engine once per output; the restoration keeps an integer input dtype."""
-    from vemrestore.engine import predict_volume
-
-    block = engine.pop("block")
-    for path, output in outputs.items():
-        variant = restorer if output is None else restorer.with_output(output)
-        dtype = _output_dtype(volume.dtype) if output is None else "float32"
-        out = predict_volume(variant, volume, path, block_shape=block, output_dtype=dtype, **engine)
-        typer.echo(
-            f"wrote {out}{'' if output is None else f' ({output})'}: shape "
-            f"{restorer.output_shape(volume.shape)}, voxel size "
-            f"{restorer.output_voxel_size(volume.voxel_size)} nm"
-        )
-
-
-def _sibling(dst: str, tag: str) -> str:
-    """``DIR/NAME_tag.SUFFIX`` beside ``DIR/NAME.SUFFIX`` (an HDF5 dataset path is kept)."""
-    from vemrestore.io import split_dataset_path
-
-    path, inner = split_dataset_path(dst)
-    stem, suffix = path.stem, path.suffix
-    if stem.endswith(".ome"):  # out.ome.zarr -> out_tag.ome.zarr
-        stem, suffix = stem[: -len(".ome")], ".ome" + suffix
-    sibling = str(path.with_name(f"{stem}_{tag}{suffix}"))
-    return sibling if inner is None else f"{sibling}:{inner}"
+    finish_training(dst)
 
 
 def _open_mask(path: str):
@@ -234,65 +204,6 @@ def _open_mask(path: str):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*gives no voxel size")
         return open_volume(path).data
-
-
-def _check_output_early(dst: str, *, overwrite: bool) -> None:
-    """Refuse an existing output before any training (a Zarr partial still resumes)."""
-    from vemrestore.io import check_output_path, split_dataset_path
-
-    check_output_path(split_dataset_path(dst)[0], overwrite=overwrite)
-
-
-def _output_dtype(dtype) -> str:
-    import numpy as np
-
-    return np.dtype(dtype).name if np.issubdtype(dtype, np.integer) else "float32"
-
-
-def _configured_method(
-    name: str,
-    *,
-    factor: float,
-    steps: int | None,
-    config: Path | None,
-    **overrides: object,
-):
-    """Method ``name`` from its YAML config (if given) with CLI overrides, validated together.
-
-    ``overrides`` are top-level config fields; None means not given. A field
-    the method lacks is refused with the option that set it.
-    """
-    from vemrestore.methods import get_method, load_config_options, method_config_class
-
-    config_cls = method_config_class(name)
-    if config is not None:
-        options = load_config_options(config)
-        if options["method"] != name:
-            raise UserInputError(
-                f"config {config} is for method {options['method']!r}, not {name!r} (fix 'method:')"
-            )
-    else:
-        options = {"method": name}
-    options["scale_factor"] = factor
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if steps is not None:
-        given["train"] = {**options.get("train", {}), "num_steps": steps}
-    for key, value in given.items():
-        if key not in config_cls.model_fields:
-            option = "--steps" if key == "train" else _OVERRIDE_OPTIONS.get(key, key)
-            raise UserInputError(f"{option} does not apply to method {name!r}")
-        options[key] = value
-    if "skeleton_path" in given:
-        options.pop("skeleton", None)  # a given skeleton replaces the one to train
-    return get_method(name)(config_cls.model_validate(options))
-
-
-# CLI option that sets each config field given to ``_configured_method``.
-_OVERRIDE_OPTIONS = {
-    "num_steps": "--sampling-steps",
-    "num_samples": "--samples",
-    "skeleton_path": "--skeleton",
-}
 
 
 train_app = typer.Typer(
@@ -314,7 +225,7 @@ def _train_and_save(name: str, src: str, out: Path, *, channel, resume: bool, **
 
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    restorer = _configured_method(name, **options)
+    restorer = configured_method(name, **options)
     restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
     restorer.save(out)
     typer.echo(f"saved model to {out}")
@@ -424,10 +335,10 @@ def predict(
     from vemrestore.methods import load_method
 
     restorer = load_method(model_dir)
-    outputs = _outputs_of(restorer, dst, overwrite=overwrite)
+    outputs = outputs_of(restorer, dst, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    _predict_outputs(
+    predict_outputs(
         restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
     )
 
@@ -486,9 +397,9 @@ def slices(
     from vemrestore.io import atomic_output, open_volume
     from vemrestore.methods.slices import parse_indices, prepare_slices
 
-    _check_output_early(dst, overwrite=overwrite)
+    check_output_early(dst, overwrite=overwrite)
     if report is not None:
-        _check_output_early(str(report), overwrite=overwrite)
+        check_output_early(str(report), overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     restorer, summary = prepare_slices(
         volume,
@@ -508,7 +419,7 @@ def slices(
         block_shape=block,
         scheduler=scheduler,
         overwrite=overwrite,
-        output_dtype=_output_dtype(volume.dtype),
+        output_dtype=output_dtype(volume.dtype),
     )
     summary.seconds = time.perf_counter() - start
     typer.echo(summary.format())
