@@ -321,3 +321,15 @@ def test_diffusion_xy_blocks_match_whole_sections_when_the_halo_covers_the_netwo
     np.testing.assert_allclose(blocks, whole, atol=1e-3)
     blocks, whole = blockwise(0)
     assert not np.allclose(blocks, whole, atol=1e-3)
+
+
+def test_prepare_slices_resumes_training_from_its_checkpoints(stack, tmp_path, caplog):
+    options = {**TINY, "train": {**TINY_TRAIN, "checkpoint_every": 2}}
+    common = {"missing": [7], "method": "diffusion", "options": options, "progress": False}
+    first, _ = prepare_slices(Volume(stack), checkpoint_dir=tmp_path / "ckpt", **common)
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    with caplog.at_level("INFO", logger="vemrestore.train"):
+        again, report = prepare_slices(Volume(stack), checkpoint_dir=tmp_path / "ckpt", **common)
+    assert "resumed from" in caplog.text and report.training["steps"] == 3
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        torch.testing.assert_close(a, b)

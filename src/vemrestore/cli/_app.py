@@ -11,6 +11,7 @@ import typer
 from vemrestore.cli._errors import UserErrorGroup
 from vemrestore.cli._restore import (
     check_output_early,
+    checkpoint_folder,
     configured_method,
     finish_training,
     fit_resumable,
@@ -390,6 +391,8 @@ def slices(
 
     Voxels outside the damage are copied unchanged. NaN voxels are allowed
     only where they are restored (give them with --missing, --mask or --detect).
+    Killed and run again, diffusion training resumes from .NAME.train beside
+    DST, and a .zarr output from its finished blocks.
     """
     import time
 
@@ -401,6 +404,11 @@ def slices(
     if report is not None:
         check_output_early(str(report), overwrite=overwrite)
     volume = open_volume(src, channel=channel)
+    checkpoints = None
+    if method == "diffusion" and not (model_dir and (model_dir / "config.json").is_file()):
+        run = {"input": volume.source, "shape": volume.shape, "missing": missing, "mask": mask}
+        run.update(detect=detect, steps=steps, seed=seed)
+        checkpoints = checkpoint_folder(dst, run, overwrite=overwrite)
     restorer, summary = prepare_slices(
         volume,
         missing=None if missing is None else parse_indices(missing),
@@ -410,6 +418,7 @@ def slices(
         model_dir=model_dir,
         train_steps=steps,
         seed=seed,
+        checkpoint_dir=checkpoints,
     )
     start = time.perf_counter()
     out = predict_volume(
@@ -426,6 +435,7 @@ def slices(
     if report is not None:
         with atomic_output(report, overwrite=overwrite) as partial:
             partial.write_text(summary.to_json())
+    finish_training(dst)
     typer.echo(f"wrote {out}")
 
 

@@ -12,6 +12,7 @@ from vemrestore.errors import UserInputError
 
 __all__ = [
     "check_output_early",
+    "checkpoint_folder",
     "configured_method",
     "finish_training",
     "fit_resumable",
@@ -126,35 +127,23 @@ OVERRIDE_OPTIONS = {
 
 
 def training_dir(dst: str) -> Path:
-    """Where ``iso`` keeps its training checkpoints: ``.NAME.train`` beside the output."""
+    """Where a command keeps its training checkpoints: ``.NAME.train`` beside the output."""
     from vemrestore.io import split_dataset_path
 
     path = split_dataset_path(dst)[0]
     return path.with_name(f".{path.name}.train")
 
 
-def fit_resumable(restorer, volume, dst: str, *, overwrite: bool) -> None:
-    """Fit ``restorer``, checkpointing a learned method beside ``dst`` so a killed run resumes.
+def checkpoint_folder(dst: str, run: dict, *, overwrite: bool) -> Path:
+    """The training checkpoint folder of ``dst`` for the run described by ``run``.
 
-    The checkpoints are kept only for a run with the same method config and
-    input; ``--overwrite`` starts afresh. ``finish_training`` removes them
-    once the outputs are written.
+    A new folder records ``run`` (JSON-ready); an existing one is reused only
+    if it records the same run, so a killed command resumes its training but
+    never continues another's. ``overwrite`` starts afresh.
     """
-    if not hasattr(restorer.config, "train"):
-        restorer.fit(volume)
-        return
     folder = training_dir(dst)
     record = folder / "run.json"
-    # JSON round trip so the comparison sees what the file holds (tuples -> lists).
-    run = json.loads(
-        json.dumps(
-            {
-                "config": restorer.config.model_dump(mode="json"),
-                "input": volume.source,
-                "input_shape": list(volume.shape),
-            }
-        )
-    )
+    run = json.loads(json.dumps(run))  # compare as stored: tuples become lists
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
     if folder.exists():
@@ -171,9 +160,23 @@ def fit_resumable(restorer, volume, dst: str, *, overwrite: bool) -> None:
     else:
         folder.mkdir()
         record.write_text(json.dumps(run, indent=2))
+    return folder
+
+
+def fit_resumable(restorer, volume, dst: str, *, overwrite: bool) -> None:
+    """Fit ``restorer``; a learned one checkpoints beside ``dst`` so a killed run resumes."""
+    if not hasattr(restorer.config, "train"):
+        restorer.fit(volume)
+        return
+    run = {
+        "config": restorer.config.model_dump(mode="json"),
+        "input": volume.source,
+        "input_shape": list(volume.shape),
+    }
+    folder = checkpoint_folder(dst, run, overwrite=overwrite)
     restorer.fit(volume, checkpoint_dir=folder, resume=True)
 
 
 def finish_training(dst: str) -> None:
-    """Remove the training checkpoints of a completed ``iso`` run."""
+    """Remove the training checkpoints of a completed run."""
     shutil.rmtree(training_dir(dst), ignore_errors=True)

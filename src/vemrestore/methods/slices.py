@@ -776,6 +776,7 @@ def prepare_slices(
     options: dict[str, Any] | None = None,
     detect_options: dict[str, Any] | None = None,
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[_SliceMethod, SliceReport]:
     """Build the damage map, and the method ready to restore it (trained if needed).
 
@@ -807,6 +808,9 @@ def prepare_slices(
         Keyword options of ``detect_damage``.
     progress : bool
         Show training progress.
+    checkpoint_dir : pathlib.Path, optional
+        For ``diffusion`` training: write checkpoints there and resume from
+        the one it holds (a killed run continues where it stopped).
 
     Returns
     -------
@@ -854,7 +858,13 @@ def prepare_slices(
         options.setdefault("seed", seed)
         restorer = create_method(name, train=train, **options)
         if not damage.is_empty or model_dir is not None:
-            restorer.fit(volume, damage=damage, progress=progress)  # type: ignore[call-arg]
+            restorer.fit(  # type: ignore[call-arg]
+                volume,
+                damage=damage,
+                progress=progress,
+                checkpoint_dir=checkpoint_dir,
+                resume=checkpoint_dir is not None,
+            )
             r = restorer.train_result  # type: ignore[attr-defined]
             report.training = {
                 "steps": r.steps,
