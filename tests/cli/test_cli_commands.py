@@ -273,7 +273,7 @@ def test_killed_iso_resumes_its_training_and_gives_the_same_output(
     monkeypatch.setattr(_loop, "_save_checkpoint", save_then_die)
     killed = runner.invoke(app, [args[0], args[1], str(out), *args[2:]])
     assert "killed" in str(killed.exception) and not out.exists()
-    checkpoints = tmp_path / ".restored.tif.train"
+    checkpoints = tmp_path / ".restored.tif.run"
     assert (checkpoints / "checkpoint.pt").exists()
 
     monkeypatch.setattr(_loop, "_save_checkpoint", save)
@@ -282,6 +282,6 @@ def test_killed_iso_resumes_its_training_and_gives_the_same_output(
 
     resumed = runner.invoke(app, [args[0], args[1], str(out), *args[2:]])
     assert resumed.exit_code == 0, resumed.output
-    assert "resuming training" in resumed.stderr
+    assert "resuming the run" in resumed.stderr
     assert not checkpoints.exists()
     np.testing.assert_array_equal(open_volume(out).to_numpy(), open_volume(reference).to_numpy())

@@ -136,3 +136,45 @@ def test_factor_overrides_the_config_and_what_derives_from_it(config):
     assert method.config.skeleton.base_channels == 4  # the rest of the file is kept
     assert method.config.train.num_steps == 7 and method.config.train.batch_size == 2
     assert method.config.num_samples == 3
+
+
+def test_killed_while_writing_maps_resumes_and_keeps_the_finished_output(
+    degraded_tif, config, tmp_path, monkeypatch
+):
+    import vemrestore.engine
+
+    predict_volume = vemrestore.engine.predict_volume
+
+    def die_on_maps(method, volume, path, **options):
+        if "_consistency" in str(path):
+            raise RuntimeError("killed while writing the maps")
+        return predict_volume(method, volume, path, **options)
+
+    out = tmp_path / "iso.tif"
+    args = ["iso", str(degraded_tif), str(out), "-k", "4", "--method", "skelem"]
+    args += ["--config", str(config), "--samples", "2"]
+    monkeypatch.setattr(vemrestore.engine, "predict_volume", die_on_maps)
+    killed = runner.invoke(app, args)
+    assert "killed" in str(killed.exception)
+    assert out.exists() and not (tmp_path / "iso_consistency.tif").exists()
+    first = open_volume(out).to_numpy()
+
+    monkeypatch.setattr(vemrestore.engine, "predict_volume", predict_volume)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"keeping {out}" in resumed.stderr
+    for tag in ("consistency", "std"):
+        assert (tmp_path / f"iso_{tag}.tif").exists()
+    np.testing.assert_array_equal(open_volume(out).to_numpy(), first)
+    assert not (tmp_path / ".iso.tif.run").exists()
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(degraded_tif, config, tmp_path):
+    out = tmp_path / "iso.tif"
+    args = ["iso", str(degraded_tif), str(out), "-k", "4", "--method", "skelem"]
+    args += ["--config", str(config)]
+    typo = runner.invoke(app, [*args, "--skeleton", str(tmp_path / "no-such-model")])
+    assert typo.exit_code == 2 and "no config.json" in typo.stderr
+    fixed = runner.invoke(app, args)
+    assert fixed.exit_code == 0, fixed.output
+    assert out.exists()

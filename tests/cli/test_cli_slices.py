@@ -123,3 +123,10 @@ def test_mask_of_wrong_shape_is_one_line(stack_tif, tmp_path):
     assert result.exit_code == 2
     assert "mask has shape (12, 48, 40) but the volume has shape (12, 48, 48)" in result.stderr
     assert not out.exists()
+
+
+def test_bad_indices_leave_no_run_state(stack_tif, tmp_path):
+    out = tmp_path / "out.zarr"
+    result = runner.invoke(app, ["slices", str(stack_tif), str(out), "--missing", "3,x"])
+    assert result.exit_code == 2
+    assert not (tmp_path / ".out.zarr.run").exists()

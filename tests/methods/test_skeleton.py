@@ -225,6 +225,20 @@ def test_user_errors(sections, tmp_path):
         load_method(tmp_path / "partial")
 
 
+def test_saved_model_edited_or_damaged_is_a_user_error(trained, tmp_path):
+    import json
+
+    trained.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "base_channels": 8}))
+    with pytest.raises(UserInputError, match="does not fit this config's network"):
+        load_method(tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model" / "normalization.json").write_text("{not json")
+    with pytest.raises(UserInputError, match=r"normalization\.json is damaged"):
+        load_method(tmp_path / "model")
+
+
 def test_load_method_restores_an_interpolation_method(sections, tmp_path):
     cubic = create_method("cubic", scale_factor=FACTOR)
     cubic.save(tmp_path / "cubic")

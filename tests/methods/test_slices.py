@@ -331,5 +331,6 @@ def test_prepare_slices_resumes_training_from_its_checkpoints(stack, tmp_path, c
     with caplog.at_level("INFO", logger="vemrestore.train"):
         again, report = prepare_slices(Volume(stack), checkpoint_dir=tmp_path / "ckpt", **common)
     assert "resumed from" in caplog.text and report.training["steps"] == 3
-    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+    pairs = zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True)
+    for a, b in pairs:
         torch.testing.assert_close(a, b)

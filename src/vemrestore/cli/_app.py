@@ -11,13 +11,15 @@ import typer
 from vemrestore.cli._errors import UserErrorGroup
 from vemrestore.cli._restore import (
     check_output_early,
-    checkpoint_folder,
     configured_method,
-    finish_training,
-    fit_resumable,
+    file_signature,
+    finish_run,
+    fit_in_run,
+    input_signature,
     output_dtype,
     outputs_of,
     predict_outputs,
+    start_run,
 )
 from vemrestore.errors import UserInputError
 
@@ -172,8 +174,8 @@ def iso(
     (per-voxel standard deviation over the samples).
 
     Killed and run again, it resumes: training from the checkpoints in
-    .NAME.train beside DST (removed when done), prediction from the finished
-    blocks of a .zarr output.
+    .NAME.run beside DST (removed when done), finished outputs are kept, and
+    a .zarr output continues from its finished blocks.
     """
     from vemrestore.io import check_finite, open_volume
 
@@ -186,14 +188,24 @@ def iso(
         num_samples=samples,
         skeleton_path=skeleton,
     )
-    outputs = outputs_of(restorer, dst, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    fit_resumable(restorer, volume, dst, overwrite=overwrite)
-    predict_outputs(
-        restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
-    )
-    finish_training(dst)
+    outputs = outputs_of(restorer, dst)
+    record = {
+        "command": "iso",
+        "input": input_signature(src),
+        "channel": channel,
+        "config": restorer.config.model_dump(mode="json"),
+        "skeleton": None if skeleton is None else file_signature(skeleton / "weights.pt"),
+    }
+    folder, pending = start_run(dst, list(outputs), record, overwrite=overwrite)
+    if pending:
+        fit_in_run(restorer, volume, folder)
+        todo = {path: outputs[path] for path in pending}
+        predict_outputs(
+            restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite
+        )
+    finish_run(dst)
 
 
 def _open_mask(path: str):
@@ -336,12 +348,19 @@ def predict(
     from vemrestore.methods import load_method
 
     restorer = load_method(model_dir)
-    outputs = outputs_of(restorer, dst, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    predict_outputs(
-        restorer, volume, outputs, block=block, scheduler=scheduler, overwrite=overwrite
-    )
+    outputs = outputs_of(restorer, dst)
+    record = {
+        "command": "predict",
+        "model": file_signature(model_dir / "weights.pt"),
+        "input": input_signature(src),
+        "channel": channel,
+    }
+    _, pending = start_run(dst, list(outputs), record, overwrite=overwrite)
+    todo = {path: outputs[path] for path in pending}
+    predict_outputs(restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite)
+    finish_run(dst)
 
 
 @app.command()
@@ -391,7 +410,7 @@ def slices(
 
     Voxels outside the damage are copied unchanged. NaN voxels are allowed
     only where they are restored (give them with --missing, --mask or --detect).
-    Killed and run again, diffusion training resumes from .NAME.train beside
+    Killed and run again, diffusion training resumes from .NAME.run beside
     DST, and a .zarr output from its finished blocks.
     """
     import time
@@ -400,43 +419,53 @@ def slices(
     from vemrestore.io import atomic_output, open_volume
     from vemrestore.methods.slices import parse_indices, prepare_slices
 
-    check_output_early(dst, overwrite=overwrite)
     if report is not None:
         check_output_early(str(report), overwrite=overwrite)
     volume = open_volume(src, channel=channel)
-    checkpoints = None
-    if method == "diffusion" and not (model_dir and (model_dir / "config.json").is_file()):
-        run = {"input": volume.source, "shape": volume.shape, "missing": missing, "mask": mask}
-        run.update(detect=detect, steps=steps, seed=seed)
-        checkpoints = checkpoint_folder(dst, run, overwrite=overwrite)
+    indices = None if missing is None else parse_indices(missing)
+    damage_mask = None if mask is None else _open_mask(mask)
+    record = {
+        "command": "slices",
+        "input": input_signature(src),
+        "channel": channel,
+        "missing": sorted(set(indices or [])),
+        "mask": None if mask is None else input_signature(mask),
+        "detect": detect,
+        "method": method,
+        "steps": steps,
+        "seed": seed,
+        "model_dir": None if model_dir is None else str(model_dir.resolve()),
+    }
+    folder, pending = start_run(dst, [dst], record, overwrite=overwrite)
     restorer, summary = prepare_slices(
         volume,
-        missing=None if missing is None else parse_indices(missing),
-        mask=None if mask is None else _open_mask(mask),
+        missing=indices,
+        mask=damage_mask,
         detect=detect,
         method=method,  # type: ignore[arg-type]
         model_dir=model_dir,
         train_steps=steps,
         seed=seed,
-        checkpoint_dir=checkpoints,
+        checkpoint_dir=folder,
     )
     start = time.perf_counter()
-    out = predict_volume(
-        restorer,
-        volume,
-        dst,
-        block_shape=block,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        output_dtype=output_dtype(volume.dtype),
-    )
+    if pending:
+        predict_volume(
+            restorer,
+            volume,
+            dst,
+            block_shape=block,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            output_dtype=output_dtype(volume.dtype),
+        )
     summary.seconds = time.perf_counter() - start
     typer.echo(summary.format())
     if report is not None:
         with atomic_output(report, overwrite=overwrite) as partial:
             partial.write_text(summary.to_json())
-    finish_training(dst)
-    typer.echo(f"wrote {out}")
+    finish_run(dst)
+    typer.echo(f"wrote {dst}")
 
 
 @app.command(

@@ -12,30 +12,31 @@ from vemrestore.errors import UserInputError
 
 __all__ = [
     "check_output_early",
-    "checkpoint_folder",
     "configured_method",
-    "finish_training",
-    "fit_resumable",
+    "file_signature",
+    "finish_run",
+    "fit_in_run",
+    "input_signature",
     "output_dtype",
     "outputs_of",
     "predict_outputs",
     "sibling_path",
+    "start_run",
 ]
 
 
-def outputs_of(restorer, dst: str, *, overwrite: bool) -> dict[str, str | None]:
-    """Output path -> what it holds (None: the restoration; else a SkelEM map), all checked.
+def outputs_of(restorer, dst: str) -> dict[str, str | None]:
+    """Output path -> what it holds: None (the restoration) or a SkelEM map.
 
-    SkelEM writes its data-consistency residual beside ``dst`` and, with more
-    than one sample, the per-voxel standard deviation.
+    SkelEM writes its mean to ``dst``, its data-consistency residual beside it
+    and, with more than one sample, the per-voxel standard deviation.
     """
-    outputs: dict[str, str | None] = {dst: None}
-    if restorer.config.method == "skelem":
-        outputs[sibling_path(dst, "consistency")] = "consistency_residual"
-        if restorer.config.num_samples > 1:
-            outputs[sibling_path(dst, "std")] = "std"
-    for path in outputs:
-        check_output_early(path, overwrite=overwrite)
+    if restorer.config.method != "skelem":
+        return {dst: None}
+    outputs: dict[str, str | None] = {dst: "mean"}
+    outputs[sibling_path(dst, "consistency")] = "consistency_residual"
+    if restorer.config.num_samples > 1:
+        outputs[sibling_path(dst, "std")] = "std"
     return outputs
 
 
@@ -46,10 +47,11 @@ def predict_outputs(restorer, volume, outputs: dict[str, str | None], **engine) 
     block = engine.pop("block")
     for path, output in outputs.items():
         variant = restorer if output is None else restorer.with_output(output)
-        dtype = output_dtype(volume.dtype) if output is None else "float32"
+        restoration = output in (None, "mean")
+        dtype = output_dtype(volume.dtype) if restoration else "float32"
         out = predict_volume(variant, volume, path, block_shape=block, output_dtype=dtype, **engine)
         typer.echo(
-            f"wrote {out}{'' if output is None else f' ({output})'}: shape "
+            f"wrote {out}{'' if restoration else f' ({output})'}: shape "
             f"{restorer.output_shape(volume.shape)}, voxel size "
             f"{restorer.output_voxel_size(volume.voxel_size)} nm"
         )
@@ -126,57 +128,95 @@ OVERRIDE_OPTIONS = {
 }
 
 
-def training_dir(dst: str) -> Path:
-    """Where a command keeps its training checkpoints: ``.NAME.train`` beside the output."""
+def run_dir(dst: str) -> Path:
+    """Where a command keeps the state of an unfinished run: ``.NAME.run`` beside the output."""
     from vemrestore.io import split_dataset_path
 
     path = split_dataset_path(dst)[0]
-    return path.with_name(f".{path.name}.train")
+    return path.with_name(f".{path.name}.run")
 
 
-def checkpoint_folder(dst: str, run: dict, *, overwrite: bool) -> Path:
-    """The training checkpoint folder of ``dst`` for the run described by ``run``.
+def file_signature(path: str | Path | None) -> list | None:
+    """Absolute path, size and modification time: tells an edited file apart."""
+    if path is None:
+        return None
+    path = Path(path)
+    stat = path.stat() if path.exists() else None
+    return [str(path.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns]
 
-    A new folder records ``run`` (JSON-ready); an existing one is reused only
-    if it records the same run, so a killed command resumes its training but
-    never continues another's. ``overwrite`` starts afresh.
+
+def input_signature(src: str) -> list:
+    """``file_signature`` of an input, with its inner dataset path (``f.h5:/ds``)."""
+    from vemrestore.io import split_dataset_path
+
+    path, inner = split_dataset_path(src)
+    return [*file_signature(path), inner]  # type: ignore[misc]
+
+
+def start_run(
+    dst: str, outputs: list[str], record: dict, *, overwrite: bool
+) -> tuple[Path, list[str]]:
+    """Open the run folder of ``dst`` and say which ``outputs`` are still to write.
+
+    The folder (training checkpoints, the run's ``record``) lets a killed
+    command resume: run again with the same ``record``, it continues the
+    training from the checkpoints and keeps the outputs already finished.
+    A folder left by another run is refused, unless that run made no
+    progress (no checkpoint, no output: a failed start), which is replaced.
+    ``overwrite`` starts afresh. ``finish_run`` removes the folder.
+
+    Returns
+    -------
+    folder : pathlib.Path
+    pending : list of str
+        The outputs not yet written, each checked to be writable.
     """
-    folder = training_dir(dst)
-    record = folder / "run.json"
-    run = json.loads(json.dumps(run))  # compare as stored: tuples become lists
+    from vemrestore.io import atomic_output, split_dataset_path
+
+    folder = run_dir(dst)
+    record = json.loads(json.dumps(record))  # compare as stored: tuples become lists
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
-    if folder.exists():
-        try:
-            saved = json.loads(record.read_text())
-        except (OSError, ValueError):
-            saved = None
-        if saved != run:
+    finished = [p for p in outputs if split_dataset_path(p)[0].exists()]
+    resuming = folder.exists() and _saved_record(folder) == record
+    if folder.exists() and not resuming:
+        if any(folder.rglob("*.pt")) or finished:
             raise UserInputError(
-                f"{folder} holds the training of a run with other settings or input "
-                "(pass --overwrite to start again, or delete it)"
+                f"{folder} holds an unfinished run with other settings or input "
+                "(run that command again to finish it, or pass --overwrite to start afresh)"
             )
-        typer.echo(f"resuming training from {folder}", err=True)
+        shutil.rmtree(folder)  # a start that failed before any progress
+    pending = []
+    for path in outputs:
+        if resuming and path in finished:
+            typer.echo(f"keeping {path}, finished by the interrupted run", err=True)
+            continue
+        check_output_early(path, overwrite=overwrite)
+        pending.append(path)
+    if resuming:
+        typer.echo(f"resuming the run in {folder}", err=True)
     else:
         folder.mkdir()
-        record.write_text(json.dumps(run, indent=2))
-    return folder
+        with atomic_output(folder / "run.json") as partial:
+            partial.write_text(json.dumps(record, indent=2))
+    return folder, pending
 
 
-def fit_resumable(restorer, volume, dst: str, *, overwrite: bool) -> None:
-    """Fit ``restorer``; a learned one checkpoints beside ``dst`` so a killed run resumes."""
-    if not hasattr(restorer.config, "train"):
+def _saved_record(folder: Path) -> object:
+    try:
+        return json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fit_in_run(restorer, volume, folder: Path) -> None:
+    """Fit ``restorer``; a learned one checkpoints in the run ``folder`` and resumes from it."""
+    if hasattr(restorer.config, "train"):
+        restorer.fit(volume, checkpoint_dir=folder, resume=True)
+    else:
         restorer.fit(volume)
-        return
-    run = {
-        "config": restorer.config.model_dump(mode="json"),
-        "input": volume.source,
-        "input_shape": list(volume.shape),
-    }
-    folder = checkpoint_folder(dst, run, overwrite=overwrite)
-    restorer.fit(volume, checkpoint_dir=folder, resume=True)
 
 
-def finish_training(dst: str) -> None:
-    """Remove the training checkpoints of a completed run."""
-    shutil.rmtree(training_dir(dst), ignore_errors=True)
+def finish_run(dst: str) -> None:
+    """Remove the run folder of a completed command."""
+    shutil.rmtree(run_dir(dst), ignore_errors=True)

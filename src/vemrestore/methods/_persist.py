@@ -24,9 +24,11 @@ from vemrestore.errors import UserInputError
 from vemrestore.methods._base import Method, MethodConfig, get_method, method_config_class
 
 __all__ = [
+    "apply_weights",
     "load_config",
     "load_config_options",
     "load_method",
+    "load_normalization",
     "load_weights",
     "require_files",
     "save_config",
@@ -136,7 +138,7 @@ def _to_cpu(weights: Any) -> Any:
     """A (nested) state dict with every tensor detached and on the CPU."""
     if isinstance(weights, dict):
         return {k: _to_cpu(v) for k, v in weights.items()}
-    return weights.detach().cpu()
+    return weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights
 
 
 def train_record(result: Any, **extra: Any) -> dict[str, Any]:
@@ -187,3 +189,23 @@ def load_weights(path: Path) -> Any:
         raise UserInputError(
             f"{file} is corrupt or incomplete ({exc}); save the method again"
         ) from exc
+
+
+def apply_weights(model: torch.nn.Module, weights: Any, path: Path) -> None:
+    """``model.load_state_dict(weights)``; weights of another architecture are a user error."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise UserInputError(
+            f"{Path(path) / 'weights.pt'} does not fit this config's network "
+            f"({str(exc).splitlines()[0]}); save the method again"
+        ) from exc
+
+
+def load_normalization(path: Path) -> Any:
+    """The JSON in ``path/normalization.json``; a damaged file is a user error."""
+    file = Path(path) / "normalization.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{file} is damaged ({exc}); save the method again") from exc

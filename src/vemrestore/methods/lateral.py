@@ -35,7 +35,6 @@ the attention window, so blockwise results equal whole-slice results.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import threading
@@ -61,7 +60,14 @@ from vemrestore.degrade import (
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
-from vemrestore.methods._persist import load_weights, require_files, save_trained, train_record
+from vemrestore.methods._persist import (
+    apply_weights,
+    load_normalization,
+    load_weights,
+    require_files,
+    save_trained,
+    train_record,
+)
 from vemrestore.models.edge_attention import EdgeAttentionSRNet
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, TrainResult, fit_model, pixel_loss, resolve_device
@@ -856,16 +862,16 @@ class LateralMethod:
         """Restore weights and normalisation written by ``save`` (see ``load_method``)."""
         require_files(path, ("weights.pt", "normalization.json"), "LateralMethod")
         weights = load_weights(path)
+        norms = load_normalization(path)
         try:
-            norms = json.loads((Path(path) / "normalization.json").read_text())
             input_norm = PercentileNormalization.from_dict(norms["input"])
             output_norm = PercentileNormalization.from_dict(norms["output"])
-        except (UserInputError, KeyError, ValueError, OSError) as exc:
+        except (UserInputError, KeyError, ValueError, TypeError) as exc:
             raise UserInputError(
                 f"{path} holds a corrupt or incomplete model ({exc}); save the method again"
             ) from exc
         model = self._build_model()
-        model.load_state_dict(weights)
+        apply_weights(model, weights, path)
         model.eval()
         with self._lock:
             self.model, self.input_norm, self.output_norm = model, input_norm, output_norm

@@ -1361,7 +1361,7 @@ class SkelEM:
         weights = load_weights(path)
         try:
             refiners = self._refiners_from(weights)
-        except (KeyError, RuntimeError) as exc:
+        except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
             raise UserInputError(
                 f"{path / 'weights.pt'} does not hold this config's refiners ({exc}); "
                 "save the method again"

@@ -15,7 +15,6 @@ Weigert et al. 2018, doi:10.1038/s41592-018-0216-7).
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from pathlib import Path
@@ -29,7 +28,14 @@ from vemrestore.degrade._axial import AxialSectioning
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
-from vemrestore.methods._persist import load_weights, require_files, save_trained, train_record
+from vemrestore.methods._persist import (
+    apply_weights,
+    load_normalization,
+    load_weights,
+    require_files,
+    save_trained,
+    train_record,
+)
 from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
@@ -481,10 +487,8 @@ class Skeleton:
         require_files(path, ("weights.pt", "normalization.json"), "Skeleton")
         weights = load_weights(path)
         model = self._build_model()
-        model.load_state_dict(weights)
+        apply_weights(model, weights, path)
         model.eval()
-        normalization = PercentileNormalization.from_dict(
-            json.loads((Path(path) / "normalization.json").read_text())
-        )
+        normalization = PercentileNormalization.from_dict(load_normalization(path))
         with self._lock:
             self.model, self.normalization, self._device = model, normalization, None

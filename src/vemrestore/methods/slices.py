@@ -26,7 +26,6 @@ neighbouring sections it needs.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -44,7 +43,9 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, create_method, register_method
 from vemrestore.methods._persist import (
+    apply_weights,
     load_method,
+    load_normalization,
     load_weights,
     require_files,
     save_trained,
@@ -716,11 +717,9 @@ class DiffusionSlices(_SliceMethod):
         require_files(path, ("weights.pt", "normalization.json"), "DiffusionSlices")
         weights = load_weights(path)
         model = self._build_model()
-        model.net.load_state_dict(weights)
+        apply_weights(model.net, weights, path)
         model.eval()
-        normalization = PercentileNormalization.from_dict(
-            json.loads((Path(path) / "normalization.json").read_text())
-        )
+        normalization = PercentileNormalization.from_dict(load_normalization(path))
         with self._lock:
             self.model, self.normalization, self._device = model, normalization, None
 
@@ -810,7 +809,8 @@ def prepare_slices(
         Show training progress.
     checkpoint_dir : pathlib.Path, optional
         For ``diffusion`` training: write checkpoints there and resume from
-        the one it holds (a killed run continues where it stopped).
+        the one it holds (a killed run continues where it stopped). Unused
+        when no training is needed.
 
     Returns
     -------
