@@ -259,3 +259,10 @@ def test_fit_writes_a_checkpoint_that_resume_picks_up(sections, tmp_path):
     assert again.train_result.history == first.train_result.history
     for name, value in first.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[name]), name
+
+
+def test_run_fingerprint_follows_the_weights(trained, tmp_path):
+    # The engine resumes a blockwise run only when this digest matches.
+    trained.save(tmp_path / "model")
+    assert load_method(tmp_path / "model").run_fingerprint() == trained.run_fingerprint()
+    assert _perturbed(trained).run_fingerprint() != trained.run_fingerprint()

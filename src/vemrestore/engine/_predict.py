@@ -119,9 +119,8 @@ def predict_volume(
         crash resumes it, skipping finished blocks; the partial is reused only
         if the method name and config, input source and shape, block shape,
         output dtype and the method's ``run_fingerprint()`` (if it has one:
-        state outside the config, such as a damage map) are unchanged.
-        Trained weights are not compared: after retraining a method with the
-        same config, pass ``overwrite=True``.
+        state outside the config, such as trained weights or a damage map)
+        are unchanged.
         Other formats (``.tif``, ``.h5``, ``.mrc``) are assembled in memory,
         limited to 2 GiB and not resumable.
     block_shape : tuple of int

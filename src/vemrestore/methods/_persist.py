@@ -13,6 +13,7 @@ training, ``training.json`` (loss history).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "save_config",
     "save_trained",
     "train_record",
+    "weights_digest",
 ]
 
 
@@ -209,3 +211,19 @@ def load_normalization(path: Path) -> Any:
         return json.loads(file.read_text())
     except (OSError, ValueError) as exc:
         raise UserInputError(f"{file} is damaged ({exc}); save the method again") from exc
+
+
+def weights_digest(*modules: torch.nn.Module) -> str:
+    """SHA-256 of the modules' parameters and buffers: tells trained networks apart.
+
+    Methods return it from ``run_fingerprint`` so that the engine resumes a
+    blockwise run only with the very weights that wrote its first blocks.
+    """
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, value in module.state_dict().items():
+            digest.update(name.encode())
+            if isinstance(value, torch.Tensor):
+                raw = value.detach().cpu().contiguous().flatten().view(torch.uint8)  # any dtype
+                digest.update(raw.numpy().tobytes())
+    return digest.hexdigest()

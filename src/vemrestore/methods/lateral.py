@@ -67,6 +67,7 @@ from vemrestore.methods._persist import (
     require_files,
     save_trained,
     train_record,
+    weights_digest,
 )
 from vemrestore.models.edge_attention import EdgeAttentionSRNet
 from vemrestore.normalize import PercentileNormalization
@@ -585,6 +586,11 @@ class LateralMethod:
                 num_heads=cfg.num_heads,
                 num_wavelet_levels=cfg.num_wavelet_levels,
             )
+
+    def run_fingerprint(self) -> dict[str, str]:
+        """The weights' digest: a blockwise run resumes only with the same network."""
+        model, _, _ = self._require_trained()
+        return {"weights": weights_digest(model)}
 
     def _require_trained(
         self,

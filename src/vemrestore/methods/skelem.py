@@ -85,6 +85,7 @@ from vemrestore.methods._persist import (
     require_files,
     save_trained,
     train_record,
+    weights_digest,
 )
 from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
 from vemrestore.methods.skeleton import (
@@ -857,6 +858,11 @@ class SkelEM:
             return ConditionalUNet2D(
                 1, 2, 1, base_channels=self.config.base_channels, depth=self.config.depth
             )
+
+    def run_fingerprint(self) -> dict[str, str]:
+        """Digest of skeleton and refiners: a blockwise run resumes only with the same networks."""
+        skeleton, _, refiners = self._require_trained()
+        return {"weights": weights_digest(skeleton.model, *refiners.values())}  # type: ignore[arg-type]
 
     def _require_trained(
         self,

@@ -35,6 +35,7 @@ from vemrestore.methods._persist import (
     require_files,
     save_trained,
     train_record,
+    weights_digest,
 )
 from vemrestore.methods.interpolate import fine_to_section_coords, upsample_axial
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
@@ -237,6 +238,11 @@ class Skeleton:
                 base_channels=self.config.base_channels,
                 depth=self.config.depth,
             )
+
+    def run_fingerprint(self) -> dict[str, str]:
+        """The weights' digest: a blockwise run resumes only with the same network."""
+        model, _ = self._require_trained()
+        return {"weights": weights_digest(model)}
 
     def _require_trained(self) -> tuple[UNet2D, PercentileNormalization]:
         if self.model is None or self.normalization is None:

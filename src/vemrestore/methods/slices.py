@@ -50,6 +50,7 @@ from vemrestore.methods._persist import (
     require_files,
     save_trained,
     train_record,
+    weights_digest,
 )
 from vemrestore.methods._slices_damage import SliceDamageMap, SliceReport, parse_indices
 from vemrestore.methods._slices_detect import DetectionResult, detect_damage
@@ -464,6 +465,11 @@ class DiffusionSlices(_SliceMethod):
                 attention_heads=cfg.attention_heads,
             )
         return PackedDenoiser(net, residual=cfg.diffusion.prediction_type == "sample")
+
+    def run_fingerprint(self) -> dict[str, str | None]:
+        """The damage map's and the weights' digests (see ``_SliceMethod.run_fingerprint``)."""
+        model, _ = self._require_trained()
+        return {**super().run_fingerprint(), "weights": weights_digest(model)}
 
     def _require_trained(self) -> tuple[PackedDenoiser, PercentileNormalization]:
         if self.model is None or self.normalization is None:
