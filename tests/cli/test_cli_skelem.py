@@ -178,3 +178,11 @@ def test_a_failed_start_does_not_block_the_corrected_command(degraded_tif, confi
     fixed = runner.invoke(app, args)
     assert fixed.exit_code == 0, fixed.output
     assert out.exists()
+
+
+def test_skelem_cannot_overwrite_the_skeleton_it_reuses(degraded_tif, tmp_path):
+    model = tmp_path / "skeleton"
+    model.mkdir()
+    args = ["train", "skelem", str(degraded_tif), "-k", "4", "--out", str(model)]
+    result = runner.invoke(app, [*args, "--skeleton", str(model)])
+    assert result.exit_code == 2 and "is the --skeleton folder" in result.stderr

@@ -150,7 +150,8 @@ def iso(
         typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, skelem."),
     ] = "cubic",
     steps: Annotated[
-        int | None, typer.Option(help="Training steps for learned methods (time vs quality).")
+        int | None,
+        typer.Option(help="Training steps for learned methods (skelem: its refiner's)."),
     ] = None,
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
@@ -281,6 +282,8 @@ def train_skelem(
     channel: Channel = None,
 ) -> None:
     """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
+    if skeleton is not None and skeleton.resolve() == out.resolve():
+        raise UserInputError(f"--out {out} is the --skeleton folder (write SkelEM elsewhere)")
     _train_and_save(
         "skelem",
         src,
