@@ -22,7 +22,7 @@ Protocol (per dataset):
   sections differ a lot (ISBI, 50 nm), PSNR rewards a smooth prediction of
   the mean; this row shows how much of a PSNR gain smoothing alone buys.
 
-Run (full; about 30 min on 2 idle CPU cores, much longer on a shared machine)::
+Run (full; about 45 min on 2 idle CPU cores, much longer on a shared machine)::
 
     nice -n 10 .venv/bin/python benchmarks/slices_bench.py
 
@@ -323,7 +323,7 @@ def save_figure(figures: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on small crops")
-    parser.add_argument("--steps", type=int, default=1200, help="ISBI training steps")
+    parser.add_argument("--steps", type=int, default=3000, help="ISBI training steps")
     parser.add_argument("--medulla-steps", type=int, default=600, help="medulla training steps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks")
