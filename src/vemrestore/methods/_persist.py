@@ -26,6 +26,7 @@ from vemrestore.methods._base import Method, MethodConfig, get_method, method_co
 
 __all__ = [
     "apply_weights",
+    "cpu_state",
     "load_config",
     "load_config_options",
     "load_method",
@@ -136,10 +137,10 @@ def load_method(path: Path) -> Method:
     return method
 
 
-def _to_cpu(weights: Any) -> Any:
-    """A (nested) state dict with every tensor detached and on the CPU."""
+def cpu_state(weights: Any) -> Any:
+    """A (nested) state dict with every tensor detached and on the CPU (to save or pickle)."""
     if isinstance(weights, dict):
-        return {k: _to_cpu(v) for k, v in weights.items()}
+        return {k: cpu_state(v) for k, v in weights.items()}
     return weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights
 
 
@@ -167,7 +168,7 @@ def save_trained(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(config.model_dump_json(indent=2))
-    torch.save(_to_cpu(weights), path / "weights.pt")
+    torch.save(cpu_state(weights), path / "weights.pt")
     if normalization is not None:
         (path / "normalization.json").write_text(json.dumps(normalization, indent=2))
     if training is not None:

@@ -62,6 +62,7 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
 from vemrestore.methods._persist import (
     apply_weights,
+    cpu_state,
     load_normalization,
     load_weights,
     require_files,
@@ -605,9 +606,7 @@ class LateralMethod:
         # Picklable for dask.distributed: config, weights and statistics only.
         return {
             "config": self.config.model_dump(),
-            "weights": None
-            if self.model is None
-            else {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "weights": None if self.model is None else cpu_state(self.model.state_dict()),
             "norms": None
             if self.input_norm is None or self.output_norm is None
             else (self.input_norm.to_dict(), self.output_norm.to_dict()),

@@ -80,6 +80,7 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
 from vemrestore.methods._persist import (
+    cpu_state,
     load_method,
     load_weights,
     require_files,
@@ -917,10 +918,7 @@ class SkelEM:
         # Picklable for dask.distributed: config, skeleton, refiner weights, scale.
         weights = None
         if self.refiners is not None:
-            weights = {
-                name: {k: v.detach().cpu() for k, v in net.state_dict().items()}
-                for name, net in self.refiners.items()
-            }
+            weights = cpu_state({name: net.state_dict() for name, net in self.refiners.items()})
         return {
             "config": self.config.model_dump(),
             "skeleton": self.skeleton,

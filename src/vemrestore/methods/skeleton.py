@@ -30,6 +30,7 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
 from vemrestore.methods._persist import (
     apply_weights,
+    cpu_state,
     load_normalization,
     load_weights,
     require_files,
@@ -255,7 +256,7 @@ class Skeleton:
         # Picklable for dask.distributed: config, weights and statistics only.
         weights = None
         if self.model is not None:
-            weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            weights = cpu_state(self.model.state_dict())
         return {
             "config": self.config.model_dump(),
             "weights": weights,

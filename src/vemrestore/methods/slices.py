@@ -44,6 +44,7 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import BlockRequest, MethodConfig, create_method, register_method
 from vemrestore.methods._persist import (
     apply_weights,
+    cpu_state,
     load_method,
     load_normalization,
     load_weights,
@@ -483,7 +484,7 @@ class DiffusionSlices(_SliceMethod):
         # Picklable for dask.distributed: config, damage, weights and statistics only.
         weights = None
         if self.model is not None:
-            weights = {k: v.detach().cpu() for k, v in self.model.net.state_dict().items()}
+            weights = cpu_state(self.model.net.state_dict())
         return {
             "config": self.config.model_dump(),
             "damage": self.damage,
