@@ -16,7 +16,6 @@ from vemrestore.cli._restore import (
     finish_run,
     fit_in_run,
     input_signature,
-    output_dtype,
     outputs_of,
     predict_outputs,
     start_run,
@@ -418,7 +417,6 @@ def slices(
     """
     import time
 
-    from vemrestore.engine import predict_volume
     from vemrestore.io import atomic_output, open_volume
     from vemrestore.methods.slices import parse_indices, prepare_slices
 
@@ -452,23 +450,14 @@ def slices(
         checkpoint_dir=folder,
     )
     start = time.perf_counter()
-    if pending:
-        predict_volume(
-            restorer,
-            volume,
-            dst,
-            block_shape=block,
-            scheduler=scheduler,
-            overwrite=overwrite,
-            output_dtype=output_dtype(volume.dtype),
-        )
+    todo = dict.fromkeys(pending)  # the restoration only
+    predict_outputs(restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite)
     summary.seconds = time.perf_counter() - start
     typer.echo(summary.format())
     if report is not None:
         with atomic_output(report, overwrite=overwrite) as partial:
             partial.write_text(summary.to_json())
     finish_run(dst)
-    typer.echo(f"wrote {dst}")
 
 
 @app.command(
