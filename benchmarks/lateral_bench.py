@@ -50,11 +50,12 @@ import tifffile
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from vemrestore.api._lateral import train_lateral
 from vemrestore.bench import provenance
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import LateralDegradation, PoissonGaussianNoise, estimate_poisson_gaussian
 from vemrestore.engine import predict_array
-from vemrestore.methods.lateral import train_lateral, upsample_bicubic
+from vemrestore.methods.lateral import upsample_bicubic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WHITE = 255.0
@@ -210,11 +211,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     else None,
                     "pairs": method.config.pairs,
                     "noise_model": {
-                        k: method.training_record.get(k)
+                        k: method.pair_record.get(k)
                         for k in ("lr_noise", "hr_noise", "added_noise")
                     },
                     "max_registration_shift_lr_px": float(
-                        np.abs(method.training_record.get("registration_shifts_lr_px", 0)).max()
+                        np.abs(method.pair_record.get("registration_shifts_lr_px", 0)).max()
                     ),
                 }
                 rows.append(row)

@@ -51,7 +51,8 @@ class _CountingMethod:
             raise AttributeError(name)
         return getattr(self.method, name)
 
-    def predict_block(self, block, request):
+    def predict_block(self, block: np.ndarray, request) -> dict[str, np.ndarray]:
+        """The wrapped method's outputs (a dict by name) for one block, counted."""
         with self._lock:
             self.calls += 1
         return self.method.predict_block(block, request)

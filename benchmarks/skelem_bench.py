@@ -93,8 +93,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "skeleton": {
             "base_channels": 16,
             "depth": 2,
-            "halo_yx": 16,
-            "planes_per_batch": 16,
+            "inference": {"halo": 16, "batch_size": 16},
             "train": {
                 "num_steps": 1000,
                 "batch_size": 8,
@@ -107,11 +106,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "skelem": {
             "base_channels": 16,
             "depth": 2,
-            "halo_yx": 16,
-            "planes_per_batch": 16,
+            "inference": {"halo": 16, "batch_size": 16, "num_inference_steps": 4, "strength": 0.3},
             "pool_size": 2048,
-            "num_steps": 4,
-            "strength": 0.3,
             "train": {
                 "num_steps": 2000,
                 "batch_size": 8,
@@ -144,13 +140,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "skeleton": {
             "base_channels": 8,
             "depth": 2,
-            "halo_yx": 8,
+            "inference": {"halo": 8},
             "train": {"num_steps": 30, "batch_size": 4, "patch_size": 32, "validate_every": 30},
         },
         "skelem": {
             "base_channels": 8,
             "depth": 2,
-            "halo_yx": 8,
+            "inference": {"halo": 8},
             "pool_size": 64,
             "train": {"num_steps": 30, "batch_size": 4, "patch_size": 32, "validate_every": 30},
             "cycle": {
@@ -187,11 +183,15 @@ def central_region(
     return (slice(z0, z0 + sz), *lateral)
 
 
-def predict(method: Any, sections: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
-    """One ``predict_block`` call for ``region``, reading the halo the method asks for."""
+def predict(
+    method: Any, sections: np.ndarray, region: tuple[slice, ...], output: str = "restored"
+) -> np.ndarray:
+    """Output ``output`` of one ``predict_block`` call for ``region``, reading the halo the
+    method asks for."""
     where = method.input_region(region, sections.shape)
     start = tuple(s.start for s in where)
-    return method.predict_block(sections[where], BlockRequest(start, region))
+    request = BlockRequest(start, region, (output,))  # type: ignore[arg-type]
+    return method.predict_block(sections[where], request)[output]
 
 
 def timed(fn, *args) -> tuple[Any, float]:
@@ -284,12 +284,12 @@ def run_factor(
 
     options = copy.deepcopy(settings["skelem"])
     options.update(skeleton_path=str(workdir / f"skeleton_x{factor}"))
-    options.update(consistency_projection=False)
+    options["inference"] = {**options.get("inference", {}), "consistency_projection": False}
     method = SkelEM(SkelEMConfig(scale_factor=factor, **options))
     _, fits["refiner"] = timed(lambda: method.fit_refiner(observed, progress=False))
-    before_cycle = method.with_output("mean")  # keeps the refiners fit_cycle replaces
+    before_cycle = method.with_inference()  # keeps the refiners fit_cycle replaces
     _, fits["cycle"] = timed(lambda: method.fit_cycle(observed, progress=False))
-    steps = method.config.num_steps
+    steps = method.config.inference.num_inference_steps
     nfe = 2 + 2 * steps
     outputs["skelem-raw"], sec_skelem = timed(predict, method, sections, region)
     outputs["skelem"] = project(outputs["skelem-raw"], obs_region, factor)
@@ -298,7 +298,7 @@ def run_factor(
     rows.append(row("skelem", outputs["skelem"], sec_skelem, nfe, fit_seconds=fit_total))
     # The method's own projection equals the post-hoc one (a thin slab suffices).
     slab = (region[0], slice(region[1].start, region[1].start + 1), region[2])
-    own = predict(method.with_options(consistency_projection=True), sections, slab)
+    own = predict(method.with_inference(consistency_projection=True), sections, slab)
     projection_check = float(np.abs(own - outputs["skelem"][:, :1]).max())
 
     # The smaller region: full-length diffusion from pure noise with the same
@@ -312,14 +312,17 @@ def run_factor(
         "skelem": (method, nfe),
         "skelem-nocycle": (before_cycle, nfe),
         **{
-            f"skelem-strength{s:g}": (method.with_options(strength=s), nfe)
+            f"skelem-strength{s:g}": (method.with_inference(strength=s), nfe)
             for s in settings["strength_sweep"]
         },
         f"skelem-mean{settings['samples']}": (
-            method.with_options(num_samples=settings["samples"]),
+            method.with_inference(num_samples=settings["samples"]),
             2 + 2 * steps * settings["samples"],
         ),
-        "full": (method.with_options(mode="full", num_steps=full_steps), 2 + 2 * full_steps),
+        "full": (
+            method.with_inference(mode="full", num_inference_steps=full_steps),
+            2 + 2 * full_steps,
+        ),
     }
     for name, (variant, cost) in variants.items():
         raw, seconds = timed(predict, variant, sections, small)
@@ -341,9 +344,9 @@ def run_factor(
     # Maps for the figure: one XZ plane (y at the region centre), whole region in z and x.
     y = region[1].start + (region[1].stop - region[1].start) // 2
     plane = (region[0], slice(y, y + 1), region[2])
-    samples = method.with_options(num_samples=settings["samples"], output="std")
-    std_plane, sec_std = timed(predict, samples, sections, plane)
-    residual_plane = predict(method.with_output("consistency_residual"), sections, plane)
+    samples = method.with_inference(num_samples=settings["samples"])
+    std_plane, sec_std = timed(predict, samples, sections, plane, "std")
+    residual_plane = predict(method, sections, plane, "consistency")
     yi = y - region[1].start
     figure = {
         "input": np.repeat(sections[sec, y, region[2]], factor, axis=0),
@@ -454,7 +457,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. skelem.strength=0.4 or region=[64,64,64]",
+        help="override a setting, e.g. skelem.inference.strength=0.4 or region=[64,64,64]",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)"

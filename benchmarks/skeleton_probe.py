@@ -49,7 +49,7 @@ def set_option(options: dict, assignment: str) -> None:
 def predict(method: Skeleton, sections: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
     where = method.input_region(region, sections.shape)
     start = tuple(s.start for s in where)
-    return method.predict_block(sections[where], BlockRequest(start, region))
+    return method.predict_block(sections[where], BlockRequest(start, region))["restored"]
 
 
 def main() -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,6 @@ from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import SliceDamage
 from vemrestore.engine import predict_array
 from vemrestore.io._volume import Volume
-from vemrestore.methods._slices_interp import fill_linear
 from vemrestore.methods.slices import (
     DiffusionSlices,
     DiffusionSlicesConfig,
@@ -65,11 +63,12 @@ from vemrestore.methods.slices import (
     LinearSlicesConfig,
     SliceDamageMap,
 )
+from vemrestore.methods.slices.interp import fill_linear
 from vemrestore.metrics import peak_signal_noise_ratio, structural_similarity
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_RANGE = 255.0
-# Steps of the second diffusion row (the first uses the config default, 1 step).
+# Sampling steps of the second diffusion row (the first uses the config default, 1 step).
 SAMPLED_STEPS = 4
 
 
@@ -225,8 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         diffusion, info = train_diffusion(data["train"], steps[name], args.threads)
         info["blur_sigma"] = choose_blur(data["train"])
         training[name] = info
-        sampled = pickle.loads(pickle.dumps(diffusion))
-        sampled.config = sampled.config.model_copy(update={"num_steps": SAMPLED_STEPS})
+        sampled = diffusion.with_inference(num_inference_steps=SAMPLED_STEPS)
         methods = {
             "linear": LinearSlices(LinearSlicesConfig()),
             "flow": FlowSlices(FlowSlicesConfig()),

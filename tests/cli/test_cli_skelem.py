@@ -79,7 +79,7 @@ def test_iso_skelem_writes_result_consistency_and_std(degraded_tif, config, tmp_
     assert std.dtype == np.float32
     std = std.to_numpy()
     assert (std >= 0).all() and std.max() > 0  # two seeds differ somewhere
-    assert "(std)" in result.stdout and "(consistency_residual)" in result.stdout
+    assert "(std)" in result.stdout and "(consistency)" in result.stdout
 
 
 def test_one_sample_writes_no_std_map(degraded_tif, config, tmp_path):
@@ -109,7 +109,7 @@ def test_train_skelem_on_a_given_skeleton_then_predict(degraded_tif, config, tmp
     result = runner.invoke(app, [*args, *options])
     assert result.exit_code == 0, result.output
     saved = (model / "config.json").read_text()
-    assert str(skeleton) in saved and '"num_steps": 3' in saved
+    assert str(skeleton) in saved and '"num_inference_steps": 3' in saved
     out = tmp_path / "restored.tif"
     result = runner.invoke(app, ["predict", str(model), str(degraded_tif), str(out)])
     assert result.exit_code == 0, result.output
@@ -129,44 +129,51 @@ def test_skelem_options_on_other_methods_are_refused(degraded_tif, tmp_path, opt
 
 
 def test_factor_overrides_the_config_and_what_derives_from_it(config):
-    from vemrestore.cli._restore import configured_method
+    from vemrestore.api import configure
 
-    method = configured_method("skelem", factor=8, steps=7, config=config, num_samples=3)
+    method = configure("skelem", factor=8, steps=7, config=config, inference={"num_samples": 3})
     assert method.config.scale_factor == method.config.skeleton.scale_factor == 8
     assert method.config.skeleton.base_channels == 4  # the rest of the file is kept
     assert method.config.train.num_steps == 7 and method.config.train.batch_size == 2
-    assert method.config.num_samples == 3
+    assert method.config.inference.num_samples == 3
 
 
-def test_killed_while_writing_maps_resumes_and_keeps_the_finished_output(
+def test_killed_while_writing_the_outputs_resumes_without_retraining(
     degraded_tif, config, tmp_path, monkeypatch
 ):
-    import vemrestore.engine
+    import vemrestore.api._commands as commands
 
-    predict_volume = vemrestore.engine.predict_volume
+    predict_volume = commands.predict_volume
+    calls = []
 
-    def die_on_maps(method, volume, path, **options):
-        if "_consistency" in str(path):
-            raise RuntimeError("killed while writing the maps")
-        return predict_volume(method, volume, path, **options)
+    def die_while_writing(*args, **options):
+        calls.append(options["extra_outputs"])
+        raise RuntimeError("killed while writing the outputs")
 
     out = tmp_path / "iso.tif"
     args = ["iso", str(degraded_tif), str(out), "-k", "4", "--method", "skelem"]
     args += ["--config", str(config), "--samples", "2"]
-    monkeypatch.setattr(vemrestore.engine, "predict_volume", die_on_maps)
+    monkeypatch.setattr(commands, "predict_volume", die_while_writing)
     killed = runner.invoke(app, args)
     assert "killed" in str(killed.exception)
-    assert out.exists() and not (tmp_path / "iso_consistency.tif").exists()
-    first = open_volume(out).to_numpy()
+    # The maps are asked for in the same engine pass as the restoration.
+    assert sorted(calls[0]) == ["consistency", "std"]
+    assert not out.exists() and not (tmp_path / "iso_consistency.tif").exists()
+    checkpoints = sorted((tmp_path / ".iso.tif.run").rglob("*.pt"))
+    assert checkpoints  # training finished and was kept
 
-    monkeypatch.setattr(vemrestore.engine, "predict_volume", predict_volume)
+    monkeypatch.setattr(commands, "predict_volume", predict_volume)
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
-    assert f"keeping {out}" in resumed.stderr
+    assert "resuming the run" in resumed.stderr
     for tag in ("consistency", "std"):
         assert (tmp_path / f"iso_{tag}.tif").exists()
-    np.testing.assert_array_equal(open_volume(out).to_numpy(), first)
     assert not (tmp_path / ".iso.tif.run").exists()
+
+    fresh = tmp_path / "fresh.tif"
+    result = runner.invoke(app, [*args[:2], str(fresh), *args[3:]])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(open_volume(out).to_numpy(), open_volume(fresh).to_numpy())
 
 
 def test_a_failed_start_does_not_block_the_corrected_command(degraded_tif, config, tmp_path):

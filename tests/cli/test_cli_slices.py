@@ -7,10 +7,10 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
+from vemrestore.api._slices import prepare_slices
 from vemrestore.bench import em_phantom
 from vemrestore.cli import app
 from vemrestore.io import Volume, open_volume
-from vemrestore.methods.slices import prepare_slices
 
 runner = CliRunner()
 
@@ -84,7 +84,8 @@ def test_detect_finds_a_blank_section(stack_tif, tmp_path):
 
 def test_diffusion_reuses_a_saved_model(stack_tif, tmp_path):
     model = tmp_path / "model"
-    options = {"base_channels": 4, "attention_heads": 2, "depth": 1, "num_steps": 2, "halo_yx": 8}
+    options = {"base_channels": 4, "attention_heads": 2, "depth": 1}
+    options["inference"] = {"num_inference_steps": 2, "halo": 8}
     options["train"] = {"num_steps": 2, "patch_size": 16, "batch_size": 2, "num_threads": 1}
     stack = Volume(tifffile.imread(stack_tif))
     prepare_slices(stack, missing=[4], model_dir=model, options=options, progress=False)

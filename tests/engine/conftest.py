@@ -1,4 +1,5 @@
-"""Test-only methods for the engine: a y/x box filter with a halo, and a call counter."""
+"""Test-only methods for the engine: a y/x box filter with a halo (also with a second
+output), and a call counter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from scipy.ndimage import uniform_filter
 
-from vemrestore.methods import BlockRequest
+from vemrestore.methods import RESTORED, BlockRequest
 
 
 class BoxConfig(BaseModel):
@@ -30,6 +31,7 @@ class BoxFilter:
     """
 
     name = "box-test"
+    outputs = (RESTORED,)
 
     def __init__(self, config: BoxConfig) -> None:
         self.config = config
@@ -52,18 +54,44 @@ class BoxFilter:
             slice(max(0, xs.start - h), min(input_shape[2], xs.stop + h)),
         )
 
-    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
         size = self.config.size
         filtered = uniform_filter(block, size=(1, size, size), mode="reflect")
         crop = tuple(
             slice(s.start - start, s.stop - start)
             for s, start in zip(request.output_region, request.input_start, strict=True)
         )
-        return filtered[crop]
+        return {RESTORED: filtered[crop]}
 
     def save(self, path: Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         (Path(path) / "config.json").write_text(self.config.model_dump_json())
+
+
+class BoxFilterWithAux(BoxFilter):
+    """The box filter, plus an ``"aux"`` output: ``2 * input + 1`` (float32).
+
+    Returns only the requested outputs and records each request's ``outputs``.
+    """
+
+    outputs = (RESTORED, "aux")
+
+    def __init__(self, config: BoxConfig) -> None:
+        super().__init__(config)
+        self.requested: list[tuple[str, ...]] = []
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
+        self.requested.append(request.outputs)
+        arrays = {}
+        if RESTORED in request.outputs:
+            arrays[RESTORED] = super().predict_block(block, request)[RESTORED]
+        if "aux" in request.outputs:
+            crop = tuple(
+                slice(s.start - start, s.stop - start)
+                for s, start in zip(request.output_region, request.input_start, strict=True)
+            )
+            arrays["aux"] = 2 * block[crop] + 1
+        return arrays
 
 
 class CountingMethod:
@@ -80,7 +108,7 @@ class CountingMethod:
             raise AttributeError(name)
         return getattr(self.method, name)
 
-    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
         with self._lock:
             if self.fail_after is not None and self.calls >= self.fail_after:
                 raise RuntimeError("simulated crash")
@@ -92,6 +120,12 @@ class CountingMethod:
 def box_filter():
     """Factory: ``box_filter(halo=2)`` builds a 5x5 y/x box filter method."""
     return lambda **options: BoxFilter(BoxConfig(**options))
+
+
+@pytest.fixture
+def box_filter_with_aux():
+    """Factory: ``box_filter_with_aux(halo=2)``: the box filter with a second output ``"aux"``."""
+    return lambda **options: BoxFilterWithAux(BoxConfig(**options))
 
 
 @pytest.fixture

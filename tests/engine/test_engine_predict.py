@@ -155,7 +155,7 @@ class WrongShape:
         return getattr(self.method, name)
 
     def predict_block(self, block, request):
-        return self.method.predict_block(block, request)[:-1]
+        return {name: out[:-1] for name, out in self.method.predict_block(block, request).items()}
 
 
 def test_wrong_block_shape_from_method_is_reported(tmp_path, random_volume):

@@ -12,6 +12,7 @@ import zarr
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio
 
+from vemrestore.api._lateral import train_lateral
 from vemrestore.degrade import LateralDegradation, PoissonGaussianNoise
 from vemrestore.engine import predict_array, predict_volume
 from vemrestore.errors import UserInputError
@@ -23,7 +24,6 @@ from vemrestore.methods.lateral import (
     LateralMethod,
     check_pair_shapes,
     register_pair,
-    train_lateral,
     upsample_bicubic,
 )
 
@@ -75,6 +75,28 @@ def test_config_round_trip_and_cross_field_checks():
         LateralConfig(noise_gain=2.0)
     with pytest.raises(pydantic.ValidationError, match="divisible"):
         LateralConfig(channels=30, num_heads=4)
+
+
+def test_old_config_with_planes_per_batch_loads():
+    old = {
+        "method": "lateral",
+        "scale_factor": 2,
+        "planes_per_batch": 6,
+        "train": {"device": "cpu", "amp": False},
+    }
+    config = LateralConfig.model_validate(old)
+    assert config.inference.batch_size == 6
+    assert config.inference.device == "cpu" and config.inference.amp is False
+    assert config.inference.halo is None  # the network's own reach
+    assert LateralConfig().inference.batch_size == 4
+    with pytest.raises(pydantic.ValidationError, match="planes_per_batch"):
+        LateralConfig.model_validate({**old, "inference": {"batch_size": 2}})
+
+
+def test_halo_defaults_to_the_network_reach():
+    method = create_method("lateral", scale_factor=2, channels=8, num_heads=2)
+    assert method.halo == method.network_context > 0
+    assert create_method("lateral", inference={"halo": 3}).halo == 3
 
 
 # -- pairs --------------------------------------------------------------------
@@ -200,7 +222,7 @@ def test_blockwise_prediction_equals_whole_and_survives_save_load(tmp_path, scal
 def test_synthetic_pairs_use_the_given_noise_minus_what_binning_carries():
     hr, _ = PoissonGaussianNoise(gain=1.0, sigma=3.0).apply(_smooth_image((2, 64, 64)), rng=0)
     method = train_lateral(hr, scale_factor=2, noise_gain=2.0, noise_sigma=4.0, **TINY, **_train())
-    record = method.training_record
+    record = method.training_record()
     assert record["lr_noise"] == {"gain": 2.0, "sigma": 4.0}
     hr_noise = record["hr_noise"]
     assert record["added_noise"]["gain"] == pytest.approx(2.0 - hr_noise["gain"] / 4)
@@ -223,8 +245,30 @@ def test_noisier_noisy_and_denoised_reference_train():
     )
     assert len(method.train_result.history) == 3
     assert np.isfinite(method.train_result.history).all()
-    assert method.training_record["lr_noise"]["sigma"] > 0
-    assert method.predict_block(lr, _request((2, 64, 64))).shape == (2, 64, 64)
+    assert method.training_record()["lr_noise"]["sigma"] > 0
+    assert method.predict_block(lr, _request((2, 64, 64)))["restored"].shape == (2, 64, 64)
+
+
+def test_train_lateral_saves_a_folder_an_old_style_config_still_loads(tmp_path):
+    hr = _smooth_image((2, 64, 64))
+    folder = tmp_path / "model"
+    method = train_lateral(hr, scale_factor=2, out_dir=folder, **TINY, **_train())
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "weights.pt", "normalization.json", "training.json"} <= names
+    assert (folder / "checkpoints").is_dir()
+    norms = json.loads((folder / "normalization.json").read_text())
+    assert set(norms) == {"input", "output"}
+    assert isinstance(torch.load(folder / "weights.pt", weights_only=True), dict)
+    lr = LateralDegradation(2).apply(hr)[0]
+    whole = predict_array(method, lr)
+    # A model saved before the training/inference split: planes_per_batch at the top.
+    config = json.loads((folder / "config.json").read_text())
+    del config["inference"]
+    config["planes_per_batch"] = 2  # both slices in one call, as with the default 4
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_method(folder)
+    assert loaded.config.inference.batch_size == 2
+    np.testing.assert_array_equal(predict_array(loaded, lr), whole)
 
 
 def test_untrained_method_refuses_to_predict():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -24,6 +25,7 @@ from vemrestore.methods import (
 from vemrestore.methods.skelem import (
     SkelEM,
     SkelEMConfig,
+    SkelEMInference,
     consistency_correction,
     keyed_normal,
 )
@@ -43,10 +45,9 @@ TINY_CYCLE = {
 TINY = {
     "base_channels": 4,
     "depth": 2,
-    "halo_yx": 16,
     "halo_sections": 4,
     "pool_size": 16,
-    "planes_per_batch": 64,
+    "inference": {"halo": 16, "batch_size": 64},
     "train": TINY_TRAIN,
 }
 
@@ -89,18 +90,23 @@ def _perturbed(method: SkelEM, std: float = 0.1) -> SkelEM:
     """A copy whose refiners have random weights, so the residual is far from zero."""
     copy = pickle.loads(pickle.dumps(method))
     torch.manual_seed(1)
-    for net in copy.refiners.values():
+    for net in copy.networks.values():
         for p in net.parameters():
             torch.nn.init.normal_(p, std=std)
     return copy
 
 
-def _predict(method, sections, region=None) -> np.ndarray:
-    if region is None:
-        region = tuple(slice(0, s) for s in method.output_shape(sections.shape))
+def _predict_outputs(method, sections, region, outputs) -> dict[str, np.ndarray]:
+    """The arrays ``outputs`` of ``region`` from one ``predict_block`` call."""
     where = method.input_region(region, sections.shape)
     start = tuple(s.start for s in where)
-    return method.predict_block(sections[where], BlockRequest(start, region))
+    return method.predict_block(sections[where], BlockRequest(start, region, outputs))
+
+
+def _predict(method, sections, region=None, output="restored") -> np.ndarray:
+    if region is None:
+        region = tuple(slice(0, s) for s in method.output_shape(sections.shape))
+    return _predict_outputs(method, sections, region, (output,))[output]
 
 
 class _CallCounter:
@@ -109,7 +115,7 @@ class _CallCounter:
     def __init__(self, method: SkelEM) -> None:
         self.calls, self.timesteps = 0, []
         self.handles = [
-            net.register_forward_pre_hook(self._hook) for net in method.refiners.values()
+            net.register_forward_pre_hook(self._hook) for net in method.networks.values()
         ]
 
     def _hook(self, module, args) -> None:
@@ -125,7 +131,8 @@ def test_registered_and_created_with_defaults():
     assert "skelem" in available_methods()
     method = create_method("skelem", scale_factor=8)
     assert isinstance(method, SkelEM)
-    assert method.config.num_steps == 4 and method.config.mode == "truncated"
+    inference = method.config.inference
+    assert inference.num_inference_steps == 4 and inference.mode == "truncated"
     assert method.config.skeleton_config().scale_factor == 8
     assert method.output_shape((10, 20, 30)) == (80, 20, 30)
     assert method.output_voxel_size((80.0, 10.0, 10.0)) == (10.0, 10.0, 10.0)
@@ -138,7 +145,7 @@ def test_registered_and_created_with_defaults():
         ({"skeleton": {"profile": "gaussian"}}, "skeleton.profile"),
         ({"skeleton": {}, "skeleton_path": "x"}, "skeleton_path"),
         ({"depth": 3, "train": {"patch_size": 20}}, "patch_size"),
-        ({"num_steps": 400, "strength": 0.3}, "num_steps"),
+        ({"num_steps": 400, "strength": 0.3}, "num_inference_steps"),
         ({"mode": "fast"}, "mode"),
         ({"cycle": {"crop_size": 3}}, "crop_size"),
         ({"diffusion": {"prediction_type": "x0"}}, "prediction_type"),
@@ -173,7 +180,7 @@ def test_frozen_skeleton_weights_are_unchanged_by_refiner_and_cycle_training(tra
     # The refiners did train, and the two orientations differ after cycle fine-tuning.
     assert trained.train_result.steps == TINY_TRAIN["num_steps"]
     assert trained.cycle_result.steps == TINY_CYCLE["train"]["num_steps"]
-    xz, yz = (trained.refiners[n].state_dict() for n in ("xz", "yz"))
+    xz, yz = (trained.networks[n].state_dict() for n in ("xz", "yz"))
     assert any(not torch.equal(xz[k], yz[k]) for k in xz)
 
 
@@ -189,25 +196,25 @@ def test_skeleton_trained_in_fit_stays_frozen_during_cycle(sections):
         assert torch.equal(before[name], value), name
 
 
-@pytest.mark.parametrize("num_steps", [1, 3, 4])
-def test_truncated_sampling_makes_exactly_num_steps_refiner_calls(trained, sections, num_steps):
-    method = trained.with_options(num_steps=num_steps, strength=0.3)
+@pytest.mark.parametrize("steps", [1, 3, 4])
+def test_truncated_sampling_makes_exactly_num_steps_refiner_calls(trained, sections, steps):
+    method = trained.with_inference(num_inference_steps=steps, strength=0.3)
     counter = _CallCounter(method)
     try:
         region = (slice(16, 48), slice(8, 40), slice(20, 52))
         _predict(method, sections, region)
     finally:
         counter.remove()
-    # One batch of planes per orientation (planes_per_batch=64): XZ then YZ.
-    assert counter.calls == 2 * num_steps
-    per_plane = counter.timesteps[:num_steps]
+    # One batch of planes per orientation (inference.batch_size=64): XZ then YZ.
+    assert counter.calls == 2 * steps
+    per_plane = counter.timesteps[:steps]
     assert per_plane == sorted(per_plane, reverse=True)
     assert per_plane[0] <= 0.3 * 1000 + 80  # starts near t0 = strength * T, not at T
-    assert per_plane[-1] <= 1000 / round(num_steps / 0.3)  # the step size of that schedule
+    assert per_plane[-1] <= 1000 / round(steps / 0.3)  # the step size of that schedule
 
 
 def test_full_mode_starts_from_pure_noise(trained, sections):
-    method = trained.with_options(mode="full", num_steps=5, num_samples=2)
+    method = trained.with_inference(mode="full", num_inference_steps=5, num_samples=2)
     counter = _CallCounter(method)
     try:
         _predict(method, sections, (slice(16, 48), slice(8, 24), slice(20, 36)))
@@ -225,7 +232,7 @@ def test_same_seed_gives_the_same_output(trained, sections):
     np.testing.assert_array_equal(
         _predict(pickle.loads(pickle.dumps(method)), sections, region), first
     )
-    other = _predict(method.with_options(sample_seed=1), sections, region)
+    other = _predict(method.with_inference(seed=1), sections, region)
     assert np.abs(other - first).max() > 1e-3
 
 
@@ -233,16 +240,16 @@ def test_zero_x0_refiner_gives_the_skeleton(trained, sections, skeleton_dir):
     # A refiner predicting x0 = 0 (untrained: its output layer is zero) adds nothing
     # (up to the noise left at the last DDIM level, t = 0, scaled away here).
     diffusion = trained.config.diffusion.model_copy(update={"prediction_type": "sample"})
-    config = trained.config.model_copy(
-        update={"diffusion": diffusion, "consistency_projection": False}
-    )
+    inference = trained.config.inference.model_copy(update={"consistency_projection": False})
+    config = trained.config.model_copy(update={"diffusion": diffusion, "inference": inference})
     method = SkelEM(config)
-    method.skeleton, method.residual_scale = trained.skeleton, 1e-3
-    method.refiners = {
-        n: ConditionalUNet2D(1, 2, 1, base_channels=4, depth=2) for n in ("xz", "yz")
-    }
+    method.set_trained(
+        {n: ConditionalUNet2D(1, 2, 1, base_channels=4, depth=2) for n in ("xz", "yz")},
+        skeleton=trained.skeleton,
+        residual_scale=1e-3,
+    )
     skeleton = load_method(skeleton_dir)
-    skeleton.config.halo_yx = method.config.halo_yx
+    skeleton.config.inference.halo = method.config.inference.halo
     region = (slice(0, 32), slice(16, 48), slice(8, 40))
     expected = _predict(skeleton, sections, region)
     np.testing.assert_allclose(_predict(method, sections, region), expected, atol=1e-3)
@@ -251,9 +258,9 @@ def test_zero_x0_refiner_gives_the_skeleton(trained, sections, skeleton_dir):
 def test_projection_reproduces_the_observation_and_the_residual_map_explains_it(trained, sections):
     method = _perturbed(trained)
     region = (slice(16, 48), slice(8, 40), slice(20, 52))  # sections 4..11
-    raw = _predict(method.with_options(consistency_projection=False), sections, region)
-    projected = _predict(method, sections, region)
-    residual = _predict(method.with_output("consistency_residual"), sections, region)
+    raw = _predict(method.with_inference(consistency_projection=False), sections, region)
+    maps = _predict_outputs(method, sections, region, ("restored", "consistency"))
+    projected, residual = maps["restored"], maps["consistency"]
     observed = sections[4:12, 8:40, 20:52]
     sectioning = AxialSectioning(FACTOR)
     span = float(np.ptp(sections))
@@ -266,34 +273,121 @@ def test_projection_reproduces_the_observation_and_the_residual_map_explains_it(
 def test_uncertainty_is_zero_for_one_sample_and_positive_for_several(trained, sections):
     method = _perturbed(trained)
     region = (slice(16, 48), slice(8, 24), slice(20, 36))
-    single = _predict(method.with_output("std"), sections, region)
+    single = _predict(method, sections, region, "std")
     assert single.shape == (32, 16, 16) and np.all(single == 0)
-    several = method.with_options(num_samples=3, output="std")
-    std = _predict(several, sections, region)
+    several = method.with_inference(num_samples=3)
+    maps = _predict_outputs(several, sections, region, ("std", "restored"))
+    std = maps["std"]
     assert std.dtype == np.float32 and std.min() >= 0 and std.mean() > 1e-3
-    mean = _predict(several.with_output("mean"), sections, region)
+    mean = maps["restored"]
     one = _predict(method, sections, region)
     assert np.abs(mean - one).max() > 0  # averages three samples, not one
 
 
-@pytest.mark.parametrize(("output", "num_samples"), [("mean", 1), ("std", 2)])
+def test_all_outputs_come_from_one_sampling_pass(trained, sections):
+    method = _perturbed(trained).with_inference(num_samples=2, num_inference_steps=3)
+    assert trained.outputs == ("restored", "consistency")
+    assert method.outputs == ("restored", "consistency", "std")
+    region = (slice(16, 48), slice(8, 24), slice(20, 36))
+    counter = _CallCounter(method)
+    try:
+        maps = _predict_outputs(method, sections, region, method.outputs)
+    finally:
+        counter.remove()
+    # Orientations x samples x steps (one batch of planes each), not again per output.
+    assert counter.calls == 2 * 2 * 3
+    assert set(maps) == set(method.outputs)
+    for name in method.outputs:
+        assert maps[name].shape == (32, 16, 16) and maps[name].dtype == np.float32
+        np.testing.assert_array_equal(maps[name], _predict(method, sections, region, name))
+    assert maps["std"].min() >= 0 and maps["std"].mean() > 1e-3
+    assert np.abs(maps["consistency"]).max() > 0
+    with pytest.raises(ValueError, match="no outputs"):
+        _predict(method, sections, region, "variance")
+
+
+OLD_OPTIONS = {
+    "method": "skelem",
+    "scale_factor": FACTOR,
+    "num_steps": 6,
+    "strength": 0.5,
+    "sample_seed": 7,
+    "num_samples": 2,
+    "mode": "truncated",
+    "consistency_projection": False,
+    "halo_yx": 20,
+    "planes_per_batch": 16,
+    "output": "mean",
+    "train": {"num_steps": 3, "device": "cpu"},
+}
+
+
+def test_old_option_names_load_into_the_inference_options():
+    config = SkelEMConfig.model_validate(OLD_OPTIONS)
+    assert config.inference == SkelEMInference(
+        num_inference_steps=6,
+        strength=0.5,
+        seed=7,
+        num_samples=2,
+        mode="truncated",
+        consistency_projection=False,
+        halo=20,
+        batch_size=16,
+        device="cpu",
+    )
+    assert config.train.num_steps == 3  # num_steps inside train stays the training length
+    assert "output" not in config.model_dump()
+    assert SkelEMConfig.model_validate({**OLD_OPTIONS, "output": "std"}) == config
+    with pytest.raises(ValidationError, match="contradicts"):
+        SkelEMConfig.model_validate({**OLD_OPTIONS, "inference": {"seed": 1}})
+
+
+def test_a_model_saved_with_the_old_option_names_still_loads(trained, sections, tmp_path):
+    method = _perturbed(trained).with_inference(num_samples=2, seed=3)
+    path = tmp_path / "model"
+    method.save(path)
+    assert set(torch.load(path / "weights.pt", weights_only=True)) == {"xz", "yz"}
+    assert set(json.loads((path / "refiner.json").read_text())) == {"model", "residual_scale"}
+    # Rewrite config.json as the code before the training/inference split wrote it.
+    config = json.loads((path / "config.json").read_text())
+    inference = config.pop("inference")
+    old_names = {
+        "num_inference_steps": "num_steps",
+        "seed": "sample_seed",
+        "halo": "halo_yx",
+        "batch_size": "planes_per_batch",
+    }
+    for name in ("mode", "strength", "num_samples", "consistency_projection", *old_names):
+        config[old_names.get(name, name)] = inference[name]
+    config["output"] = "std"
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = load_method(path)
+    assert isinstance(loaded, SkelEM) and loaded.config == method.config
+    region = (slice(16, 32), slice(8, 24), slice(20, 36))
+    expected = _predict_outputs(method, sections, region, method.outputs)
+    got = _predict_outputs(loaded, sections, region, loaded.outputs)
+    for name in method.outputs:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+@pytest.mark.parametrize(("output", "num_samples"), [("restored", 1), ("std", 2)])
 def test_engine_blockwise_matches_the_whole_array(trained, sections, tmp_path, output, num_samples):
     from vemrestore.engine import predict_array, predict_volume
 
-    method = _perturbed(trained, std=0.05).with_options(
-        output=output, num_samples=num_samples, halo_yx=24
-    )
+    method = _perturbed(trained, std=0.05).with_inference(num_samples=num_samples, halo=24)
     part = np.ascontiguousarray(sections[:8, :40, :40])
-    whole = predict_array(method, part)
-    path = predict_volume(
+    whole = predict_array(method, part, outputs=(output,))[output]
+    extra = {} if output == "restored" else {output: tmp_path / f"out_{output}.zarr"}
+    predict_volume(
         method,
         Volume(part, voxel_size=(40.0, 10.0, 10.0)),
         tmp_path / "out.zarr",
+        extra_outputs=extra,
         block_shape=(16, 24, 24),
         num_workers=1,
         progress=False,
     )
-    blocks = open_volume(path).to_numpy()
+    blocks = open_volume(extra.get(output, tmp_path / "out.zarr")).to_numpy()
     scale = np.abs(whole).max()
     assert scale > 0
     assert np.abs(blocks - whole).max() < 0.02 * scale
@@ -327,8 +421,8 @@ def test_user_errors(trained, sections, tmp_path):
     with pytest.raises(UserInputError, match="not trained"):
         _predict(method, sections)
     with pytest.raises(UserInputError, match="inference options only"):
-        trained.with_options(base_channels=8)
-    no_cycle = trained.with_options()
+        trained.with_inference(base_channels=8)
+    no_cycle = trained.with_inference()
     no_cycle.config.cycle = None
     with pytest.raises(UserInputError, match=r"config\.cycle is None"):
         no_cycle.fit_cycle(Volume(sections), progress=False)
@@ -340,7 +434,7 @@ def test_user_errors(trained, sections, tmp_path):
     eight = create_method("skelem", scale_factor=8, skeleton_path=tmp_path / "skeleton4", **TINY)
     with pytest.raises(UserInputError, match="scale factor 4"):
         eight.fit(Volume(sections), progress=False)
-    big_crop = trained.with_options()
+    big_crop = trained.with_inference()
     big_crop.config.cycle = {"crop_sections": 20, "train": TINY_TRAIN}
     with pytest.raises(UserInputError, match=r"cycle\.crop_sections"):
         big_crop.fit_cycle(Volume(sections), progress=False)

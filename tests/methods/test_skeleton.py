@@ -59,7 +59,7 @@ def _predict(method, sections, region=None) -> np.ndarray:
         region = tuple(slice(0, s) for s in method.output_shape(sections.shape))
     where = method.input_region(region, sections.shape)
     start = tuple(s.start for s in where)
-    return method.predict_block(sections[where], BlockRequest(start, region))
+    return method.predict_block(sections[where], BlockRequest(start, region))["restored"]
 
 
 def test_create_method_with_nested_train_options():
@@ -143,10 +143,10 @@ def test_swapping_y_and_x_swaps_the_result(trained, sections):
 
 @pytest.mark.parametrize(("axis", "cut"), [(0, 30), (1, 29), (2, 35)])
 def test_adjacent_blocks_agree_with_the_whole(trained, sections, axis, cut):
-    # halo_yx=16 covers most of this depth-2 U-Net's receptive field: the blocks
+    # inference.halo=16 covers most of this depth-2 U-Net's receptive field: the blocks
     # agree with the whole array to 1 % of the (deliberately large) residual.
     method = _perturbed(trained)
-    method.config.halo_yx = 16
+    method.config.inference.halo = 16
     whole = _predict(method, sections)
     first = [slice(0, s) for s in whole.shape]
     second = list(first)
@@ -167,7 +167,7 @@ def test_block_with_extra_unaligned_halo_matches(trained, sections):
     region = (slice(20, 44), slice(20, 40), slice(24, 48))
     expected = _predict(method, sections, region)
     block = sections[1:15, 3:61, 5:60]
-    got = method.predict_block(block, BlockRequest((1, 3, 5), region))
+    got = method.predict_block(block, BlockRequest((1, 3, 5), region))["restored"]
     assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, shift
 
+from vemrestore.api._slices import prepare_slices, restore_slices
 from vemrestore.engine import predict_array, predict_volume
 from vemrestore.errors import UserInputError
 from vemrestore.io import open_volume
@@ -24,12 +25,16 @@ from vemrestore.methods.slices import (
     LinearSlicesConfig,
     SliceDamageMap,
     parse_indices,
-    prepare_slices,
-    restore_slices,
 )
+from vemrestore.methods.slices.pairs import WindowSampler
 from vemrestore.metrics import peak_signal_noise_ratio
 
-TINY = {"base_channels": 4, "attention_heads": 2, "depth": 1, "num_steps": 2, "halo_yx": 8}
+TINY = {
+    "base_channels": 4,
+    "attention_heads": 2,
+    "depth": 1,
+    "inference": {"num_inference_steps": 2, "halo": 8},
+}
 TINY_TRAIN = {"num_steps": 3, "patch_size": 16, "batch_size": 2, "device": "cpu", "num_threads": 1}
 
 
@@ -158,7 +163,7 @@ def test_blockwise_equals_in_memory(stack, trained, tmp_path, kind):
     if kind == "linear":
         method, block = LinearSlices(LinearSlicesConfig()), (4, 16, 16)
     elif kind == "flow":
-        method, block = FlowSlices(FlowSlicesConfig(halo_yx=32)), (4, 32, 32)
+        method, block = FlowSlices(FlowSlicesConfig(halo=32)), (4, 32, 32)
     else:
         method, block = trained, (4, 32, 32)
     method = _with_damage(method, damage)
@@ -209,8 +214,7 @@ def test_diffusion_same_seed_same_output_and_seed_matters(stack, trained):
     a = predict_array(_with_damage(trained, damage), stack)
     b = predict_array(_with_damage(trained, damage), stack)
     assert np.array_equal(a, b)
-    other = _with_damage(trained, damage)
-    other.config = other.config.model_copy(update={"seed": 1})
+    other = _with_damage(trained, damage).with_inference(seed=1)
     assert not np.array_equal(a[5], predict_array(other, stack)[5])
 
 
@@ -229,8 +233,6 @@ def test_diffusion_save_load_round_trip(stack, trained, tmp_path):
 def test_diffusion_training_never_uses_damaged_sections(stack):
     config = DiffusionSlicesConfig(**TINY, train=TINY_TRAIN, max_gap=2)
     damage = SliceDamageMap.build(stack.shape, missing=[4, 9])
-    from vemrestore.methods._slices_train import WindowSampler
-
     method = DiffusionSlices(config)
     sampler = WindowSampler(
         stack,
@@ -277,8 +279,49 @@ def test_diffusion_config_validation():
         DiffusionSlicesConfig(train={"patch_size": 20})
     with pytest.raises(ValueError, match="extra"):
         DiffusionSlicesConfig(num_step=3)
-    config = DiffusionSlicesConfig(num_steps=6)
+    config = DiffusionSlicesConfig(inference={"num_inference_steps": 6})
     assert DiffusionSlicesConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_old_style_configs_load_into_the_new_fields():
+    old = {
+        "method": "slices-diffusion",
+        "scale_factor": 1.0,
+        "halo_yx": 40,
+        "num_steps": 3,
+        "strength": 0.5,
+        "num_samples": 2,
+        "seed": 7,
+        "train": {"num_steps": 5, "device": "cpu"},
+    }
+    config = DiffusionSlicesConfig.model_validate(old)
+    inference = config.inference
+    assert (inference.halo, inference.num_inference_steps, inference.seed) == (40, 3, 7)
+    assert (inference.strength, inference.num_samples, inference.device) == (0.5, 2, "cpu")
+    assert config.train.num_steps == 5 and "scale_factor" not in config.model_dump()
+    assert FlowSlicesConfig(halo_yx=8, scale_factor=1).halo == 8
+    with pytest.raises(ValueError, match="take no scale_factor"):
+        LinearSlicesConfig(scale_factor=2.0)
+    with pytest.raises(ValueError, match="contradicts"):
+        DiffusionSlicesConfig(num_steps=2, inference={"num_inference_steps": 3})
+
+
+def test_an_old_saved_model_loads_and_pickling_keeps_the_damage(stack, trained, tmp_path):
+    trained.save(tmp_path / "model")
+    weights = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    assert set(weights) == set(trained.model.net.state_dict())  # the bare network's state
+    new = json.loads((tmp_path / "model" / "config.json").read_text())
+    inference = new.pop("inference")
+    old = {**new, "scale_factor": 1.0, "halo_yx": inference["halo"], "seed": inference["seed"]}
+    old["num_steps"] = inference["num_inference_steps"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(old))
+    loaded = load_method(tmp_path / "model")
+    assert loaded.config == trained.config
+    damage = SliceDamageMap.build(stack.shape, missing=[2, 9])
+    copy = _with_damage(loaded, damage)
+    assert pickle.loads(pickle.dumps(copy)).damage.digest() == damage.digest()
+    expected = predict_array(_with_damage(trained, damage), stack)
+    assert np.array_equal(predict_array(copy, stack), expected)
 
 
 def test_non_finite_known_voxels_are_refused(stack):
@@ -305,8 +348,7 @@ def test_diffusion_xy_blocks_match_whole_sections_when_the_halo_covers_the_netwo
     damage = SliceDamageMap.build(stack.shape, missing=[2])
 
     def blockwise(halo: int) -> tuple[np.ndarray, np.ndarray]:
-        method = _with_damage(trained, damage)
-        method.config = method.config.model_copy(update={"halo_yx": halo})
+        method = _with_damage(trained, damage).with_inference(halo=halo)
         path = predict_volume(
             method,
             Volume(stack),

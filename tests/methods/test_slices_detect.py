@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from vemrestore.api._slices import prepare_slices
 from vemrestore.degrade import MissingSlices, SliceDamage
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
-from vemrestore.methods.slices import detect_damage, prepare_slices
+from vemrestore.methods.slices import detect_damage
 
 
 def _smooth_stack(num: int = 24, size: int = 48) -> np.ndarray:

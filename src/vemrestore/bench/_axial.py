@@ -19,7 +19,7 @@ import numpy as np
 from vemrestore.degrade import AxialSectioning
 from vemrestore.errors import UserInputError
 from vemrestore.io import Volume, open_volume
-from vemrestore.methods import create_method, get_method, method_config_class
+from vemrestore.methods import get_method, method_config_class
 from vemrestore.metrics import (
     data_consistency_psnr,
     peak_signal_noise_ratio,
@@ -215,11 +215,12 @@ def benchmark_volume(
 
 
 def _build(name: str, factor: float, profile: str, extra: dict[str, Any]):
-    fields = method_config_class(name).model_fields
+    from vemrestore.api import configure
+
     options = dict(extra)
-    if "profile" in fields:
+    if "profile" in method_config_class(name).model_fields:
         options.setdefault("profile", profile)
-    return create_method(name, scale_factor=factor, **options)
+    return configure(name, factor=factor, **options)
 
 
 def format_table(results: Sequence[AxialResult]) -> str:

@@ -9,17 +9,6 @@ from typing import Annotated
 import typer
 
 from vemrestore.cli._errors import UserErrorGroup
-from vemrestore.cli._restore import (
-    check_output_early,
-    configured_method,
-    file_signature,
-    finish_run,
-    fit_in_run,
-    input_signature,
-    outputs_of,
-    predict_outputs,
-    start_run,
-)
 from vemrestore.errors import UserInputError
 
 __all__ = ["app", "main"]
@@ -55,6 +44,14 @@ def _configure(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # What the facade says to the user (resuming, keeping outputs): plain lines on stderr.
+    facade = logging.getLogger("vemrestore.api")
+    if not facade.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        facade.addHandler(handler)
+    facade.setLevel(logging.INFO)
+    facade.propagate = False
 
 
 @app.command()
@@ -135,6 +132,20 @@ SkeletonDir = Annotated[
     Path | None,
     typer.Option("--skeleton", help="skelem: reuse a trained skeleton (`train skeleton --out`)."),
 ]
+Block = Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")]
+Scheduler = Annotated[
+    str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
+]
+
+
+def _report_written(written: dict[str, Path]) -> None:
+    """One line per output written: path, what it holds, shape and voxel size."""
+    from vemrestore.io import open_volume
+
+    for name, path in written.items():
+        result = open_volume(path)
+        tag = "" if name == "restored" else f" ({name})"
+        typer.echo(f"wrote {path}{tag}: shape {result.shape}, voxel size {result.voxel_size} nm")
 
 
 @app.command()
@@ -146,7 +157,7 @@ def iso(
     factor: Factor,
     method: Annotated[
         str,
-        typer.Option(help="Registered method: nearest, linear, cubic, lanczos, skeleton, skelem."),
+        typer.Option(help="Axial method: nearest, linear, cubic, lanczos, skeleton, skelem."),
     ] = "cubic",
     steps: Annotated[
         int | None,
@@ -158,65 +169,39 @@ def iso(
     config: Annotated[
         Path | None, typer.Option(help="YAML config of the method (learned methods).")
     ] = None,
-    block: Annotated[
-        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
-    ] = (64, 256, 256),
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
-    ] = None,
+    block: Block = (64, 256, 256),
+    scheduler: Scheduler = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Restore isotropic resolution along z, self-supervised from the volume itself.
 
-    skelem also writes DST's siblings NAME_consistency (where the result
-    disagrees with the observed sections) and, with --samples > 1, NAME_std
-    (per-voxel standard deviation over the samples).
+    Methods with several outputs write them in one pass: skelem writes DST's
+    siblings NAME_consistency (where the result disagrees with the observed
+    sections) and, with --samples > 1, NAME_std (per-voxel standard deviation
+    over the samples).
 
     Killed and run again, it resumes: training from the checkpoints in
     .NAME.run beside DST (removed when done), finished outputs are kept, and
     a .zarr output continues from its finished blocks.
     """
-    from vemrestore.io import check_finite, open_volume
+    from vemrestore import api
 
-    restorer = configured_method(
-        method,
+    written = api.iso(
+        src,
+        dst,
         factor=factor,
+        method=method,
         steps=steps,
+        inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         config=config,
-        num_steps=sampling_steps,
-        num_samples=samples,
+        block_shape=block,
+        scheduler=scheduler,
+        channel=channel,
+        overwrite=overwrite,
         skeleton_path=skeleton,
     )
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
-    outputs = outputs_of(restorer, dst)
-    record = {
-        "command": "iso",
-        "input": input_signature(src),
-        "channel": channel,
-        "config": restorer.config.model_dump(mode="json"),
-        "skeleton": None if skeleton is None else file_signature(skeleton / "weights.pt"),
-    }
-    folder, pending = start_run(dst, list(outputs), record, overwrite=overwrite)
-    if pending:
-        fit_in_run(restorer, volume, folder)
-        todo = {path: outputs[path] for path in pending}
-        predict_outputs(
-            restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite
-        )
-    finish_run(dst)
-
-
-def _open_mask(path: str):
-    """The mask's voxels (lazy where possible); its voxel size is not needed."""
-    import warnings
-
-    from vemrestore.io import open_volume
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gives no voxel size")
-        return open_volume(path).data
+    _report_written(written)
 
 
 train_app = typer.Typer(
@@ -232,15 +217,11 @@ ModelOut = Annotated[Path, typer.Option("--out", help="Model directory to write.
 Resume = Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")]
 
 
-def _train_and_save(name: str, src: str, out: Path, *, channel, resume: bool, **options) -> None:
-    """Open ``src``, train method ``name`` configured by ``options``, save it to ``out``."""
-    from vemrestore.io import check_finite, open_volume
+def _train_and_save(name: str, src: str, out: Path, **options) -> None:
+    """Train method ``name`` on ``src`` (configured by ``options``) and save it to ``out``."""
+    from vemrestore import api
 
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
-    restorer = configured_method(name, **options)
-    restorer.fit(volume, checkpoint_dir=out / "checkpoints", resume=resume)
-    restorer.save(out)
+    api.train(name, src, out, **options)
     typer.echo(f"saved model to {out}")
 
 
@@ -292,8 +273,7 @@ def train_skelem(
         factor=factor,
         steps=steps,
         config=config,
-        num_steps=sampling_steps,
-        num_samples=samples,
+        inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
     )
 
@@ -312,8 +292,8 @@ def train_lateral_command(
     resume: Resume = False,
 ) -> None:
     """Train lateral super-resolution + denoising without clean references."""
+    from vemrestore.api import train_lateral
     from vemrestore.io import check_finite, open_volume
-    from vemrestore.methods.lateral import train_lateral
 
     hr_volume = open_volume(hr)
     check_finite(hr_volume)
@@ -336,33 +316,24 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="Directory written by `vemrestore train`.")],
     src: Annotated[str, typer.Argument(help="Input volume.")],
     dst: Annotated[str, typer.Argument(help="Output volume (.zarr for large outputs).")],
-    block: Annotated[
-        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
-    ] = (64, 256, 256),
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address.")
-    ] = None,
+    block: Block = (64, 256, 256),
+    scheduler: Scheduler = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Apply a trained model to a volume, blockwise (SkelEM also writes its maps, as iso)."""
-    from vemrestore.io import check_finite, open_volume
-    from vemrestore.methods import load_method
+    from vemrestore import api
 
-    restorer = load_method(model_dir)
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
-    outputs = outputs_of(restorer, dst)
-    record = {
-        "command": "predict",
-        "model": file_signature(model_dir / "weights.pt"),
-        "input": input_signature(src),
-        "channel": channel,
-    }
-    _, pending = start_run(dst, list(outputs), record, overwrite=overwrite)
-    todo = {path: outputs[path] for path in pending}
-    predict_outputs(restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite)
-    finish_run(dst)
+    written = api.predict(
+        model_dir,
+        src,
+        dst,
+        block_shape=block,
+        scheduler=scheduler,
+        channel=channel,
+        overwrite=overwrite,
+    )
+    _report_written(written)
 
 
 @app.command()
@@ -399,12 +370,8 @@ def slices(
         Path | None, typer.Option(help="Write the report (restored sections, reasons) as JSON.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of training and sampling.")] = 0,
-    block: Annotated[
-        tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")
-    ] = (64, 256, 256),
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
-    ] = None,
+    block: Block = (64, 256, 256),
+    scheduler: Scheduler = None,
     channel: Channel = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -415,49 +382,26 @@ def slices(
     Killed and run again, diffusion training resumes from .NAME.run beside
     DST, and a .zarr output from its finished blocks.
     """
-    import time
+    from vemrestore import api
+    from vemrestore.methods.slices import parse_indices
 
-    from vemrestore.io import atomic_output, open_volume
-    from vemrestore.methods.slices import parse_indices, prepare_slices
-
-    if report is not None:
-        check_output_early(str(report), overwrite=overwrite)
-    volume = open_volume(src, channel=channel)
-    indices = None if missing is None else parse_indices(missing)
-    damage_mask = None if mask is None else _open_mask(mask)
-    record = {
-        "command": "slices",
-        "input": input_signature(src),
-        "channel": channel,
-        "missing": sorted(set(indices or [])),
-        "mask": None if mask is None else input_signature(mask),
-        "detect": detect,
-        "method": method,
-        "steps": steps,
-        "seed": seed,
-        "model_dir": None if model_dir is None else str(model_dir.resolve()),
-    }
-    folder, pending = start_run(dst, [dst], record, overwrite=overwrite)
-    restorer, summary = prepare_slices(
-        volume,
-        missing=indices,
-        mask=damage_mask,
+    summary = api.slices(
+        src,
+        dst,
+        missing=None if missing is None else parse_indices(missing),
+        mask=mask,
         detect=detect,
-        method=method,  # type: ignore[arg-type]
+        method=method,
+        steps=steps,
         model_dir=model_dir,
-        train_steps=steps,
+        report=report,
         seed=seed,
-        checkpoint_dir=folder,
+        block_shape=block,
+        scheduler=scheduler,
+        channel=channel,
+        overwrite=overwrite,
     )
-    start = time.perf_counter()
-    todo = dict.fromkeys(pending)  # the restoration only
-    predict_outputs(restorer, volume, todo, block=block, scheduler=scheduler, overwrite=overwrite)
-    summary.seconds = time.perf_counter() - start
     typer.echo(summary.format())
-    if report is not None:
-        with atomic_output(report, overwrite=overwrite) as partial:
-            partial.write_text(summary.to_json())
-    finish_run(dst)
 
 
 @app.command(

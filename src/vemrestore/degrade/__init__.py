@@ -7,6 +7,7 @@ from vemrestore.degrade._axial import (
     sectioning_matrix,
 )
 from vemrestore.degrade._damage import DamageInfo, MissingSlices, MissingSlicesInfo, SliceDamage
+from vemrestore.degrade._grid import MAX_SCALE_FACTOR, AxialGrid, check_scale_factor
 from vemrestore.degrade._lateral import LateralDegradation, LateralInfo
 from vemrestore.degrade._noise import (
     NoiseEstimate,
@@ -16,6 +17,8 @@ from vemrestore.degrade._noise import (
 )
 
 __all__ = [
+    "MAX_SCALE_FACTOR",
+    "AxialGrid",
     "AxialSectioning",
     "DamageInfo",
     "LateralDegradation",
@@ -27,6 +30,7 @@ __all__ = [
     "PoissonGaussianNoise",
     "SectioningInfo",
     "SliceDamage",
+    "check_scale_factor",
     "estimate_poisson_gaussian",
     "section_centres",
     "sectioning_matrix",

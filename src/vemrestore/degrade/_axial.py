@@ -1,10 +1,7 @@
 """Axial thick-section sampling: the forward model of anisotropic acquisition.
 
-Continuous coordinates: fine slice ``j`` occupies ``[j, j + 1)``. Section ``i``
-of a factor-``k`` acquisition covers ``[i k, (i + 1) k)``; its centre, in fine
-slice *index* coordinates, is ``(i + 0.5) k - 0.5``. Restoration methods use
-the same centres (``section_centres``), so degradation, restoration and the
-data-consistency check share one geometry.
+The geometry (section extents and centres) is ``AxialGrid``'s, which the
+restoration methods, the bench and the data-consistency check use too.
 """
 
 from __future__ import annotations
@@ -15,32 +12,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vemrestore.degrade._grid import AxialGrid, check_scale_factor
 from vemrestore.errors import UserInputError
 
 __all__ = ["AxialSectioning", "SectioningInfo", "section_centres", "sectioning_matrix"]
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-MAX_SCALE_FACTOR = 64.0
-
-
-def _check_factor(scale_factor: float) -> float:
-    k = float(scale_factor)
-    if not math.isfinite(k) or k <= 1.0 or k > MAX_SCALE_FACTOR:
-        raise UserInputError(
-            f"scale factor must be > 1 and <= {MAX_SCALE_FACTOR:g}, got {scale_factor} "
-            "(e.g. 50 nm sections restored to 10 nm voxels is factor 5)"
-        )
-    return k
-
-
-def num_sections(num_fine: int, scale_factor: float) -> int:
-    """How many whole sections of thickness ``scale_factor`` fit in ``num_fine`` slices."""
-    return math.floor(num_fine / scale_factor + 1e-9)
 
 
 def section_centres(num_sections: int, scale_factor: float) -> np.ndarray:
     """Centres of sections ``0..num_sections-1`` in fine slice index coordinates."""
-    return (np.arange(num_sections, dtype=np.float64) + 0.5) * scale_factor - 0.5
+    return AxialGrid(scale_factor).centres(num_sections)
 
 
 def sectioning_matrix(
@@ -70,8 +52,8 @@ def sectioning_matrix(
     numpy.ndarray of float64
         Rows sum to one.
     """
-    k = _check_factor(scale_factor)
-    m = num_sections(num_fine, k)
+    grid = AxialGrid(scale_factor)
+    k, m = grid.scale_factor, grid.num_sections(num_fine)
     if m < 1:
         raise UserInputError(
             f"axis of length {num_fine} is shorter than one section of {k:g} slices "
@@ -87,7 +69,7 @@ def sectioning_matrix(
         if not width > 0:
             raise UserInputError(f"gaussian fwhm must be > 0 slices, got {fwhm}")
         sigma = width * _FWHM_TO_SIGMA
-        d = j[None, :] - section_centres(m, k)[:, None]
+        d = j[None, :] - grid.centres(m)[:, None]
         weights = np.exp(-0.5 * (d / sigma) ** 2)
         weights[np.abs(d) > 4 * sigma] = 0.0
     else:
@@ -138,7 +120,7 @@ class AxialSectioning:
     fwhm: float | None = None
 
     def __post_init__(self) -> None:
-        _check_factor(self.scale_factor)
+        check_scale_factor(self.scale_factor)
 
     def matrix(self, num_fine: int) -> np.ndarray:
         return sectioning_matrix(num_fine, self.scale_factor, profile=self.profile, fwhm=self.fwhm)
@@ -147,13 +129,14 @@ class AxialSectioning:
         n = int(x.shape[self.axis])
         weights = self.matrix(n)
         m = weights.shape[0]
+        grid = AxialGrid(self.scale_factor)
         info = SectioningInfo(
             scale_factor=float(self.scale_factor),
             axis=self.axis,
             profile=self.profile,
             fwhm=self.fwhm,
-            centres=section_centres(m, self.scale_factor),
-            num_fine=round(m * self.scale_factor),
+            centres=grid.centres(m),
+            num_fine=grid.num_fine(m),
         )
         return _apply_along_axis(weights, x, self.axis), info
 

@@ -2,8 +2,9 @@
 
 ``predict_volume`` cuts the output into chunk-aligned blocks, reads each
 block's input region (with the halo the method declares) lazily, predicts and
-writes it; runs are resumable and run on local threads or a dask cluster.
-``predict_array`` is the whole-array reference.
+writes it (the restoration and, through ``extra_outputs``, the method's other
+outputs, all from one call per block); runs are resumable and run on local
+threads or a dask cluster. ``predict_array`` is the whole-array reference.
 """
 
 from vemrestore.engine._grid import Block, block_grid

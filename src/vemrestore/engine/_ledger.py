@@ -3,12 +3,18 @@
 A run in progress lives in a partial output folder. Beside the data it keeps
 
 - ``.vemrestore/run.json``: the run's fingerprint (method, its config, input
-  source and shape, block shape, output dtype). A later run may reuse the
-  partial only if its fingerprint is identical;
+  source and shape, block shape, output dtype, the outputs requested and
+  which of them this partial holds). A later run may reuse the partial only
+  if its fingerprint is identical;
 - ``.vemrestore/done/<z>_<y>_<x>``: one empty marker per finished block,
   created only after the block's write returned. A block without a marker is
   simply computed again, so a kill at any moment never leaves a block counted
   but half written.
+
+A run writing several outputs keeps one partial folder, with its own ledger,
+per output; a block counts as done only when it is marked in every one of
+them (``finished_everywhere``), otherwise it is computed again and written to
+all (an idempotent rewrite where it was already written).
 
 When the run is complete the ledger is removed (the run record is kept by the
 caller as output metadata), so the finished output holds only its data.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ __all__ = [
     "LEDGER_DIR",
     "check_run_record",
     "finished_blocks",
+    "finished_everywhere",
     "mark_finished",
     "read_run_record",
     "remove_ledger",
@@ -96,6 +104,11 @@ def finished_blocks(partial: Path) -> set[str]:
     """Ids of the blocks whose marker exists in ``partial``."""
     done = Path(partial) / LEDGER_DIR / _DONE_DIR
     return {p.name for p in done.iterdir()} if done.is_dir() else set()
+
+
+def finished_everywhere(partials: Iterable[Path]) -> set[str]:
+    """Ids of the blocks marked finished in every one of ``partials`` (one per output)."""
+    return set.intersection(*(finished_blocks(p) for p in partials))
 
 
 def mark_finished(partial: Path, block_id: str) -> None:

@@ -5,7 +5,9 @@ Zarr chunk shape, so every block writes whole chunks and no two blocks write
 the same chunk. For each block the method declares, through
 ``method.input_region``, the input voxels it needs (the block plus a halo that
 covers its receptive field); the engine reads only that region, calls
-``method.predict_block`` and writes the result.
+``method.predict_block`` and writes the result. One call computes every
+output the run asks for (``method.outputs``: the restoration and, through
+``extra_outputs``, any others), each written to its own file.
 
 Why no blending of overlapping tiles: the read region contains the write
 region, and the halo is chosen to cover what influences the written voxels,
@@ -13,7 +15,7 @@ so each block is computed as in a whole-volume pass and there are no seams to
 hide. Writes never overlap, which makes the result
 
 - exact where the halo covers the whole receptive field (interpolation:
-  float rounding only); a network's halo (``halo_yx``) covers most of it, so
+  float rounding only); a network's halo (``inference.halo``) covers most of it, so
   blocks differ from a whole-array pass by a little (the skeleton U-Net with
   its default halo: at most 0.7 grey levels of 255, ``benchmarks/engine_bench.py``);
 - resumable: a block is either fully written (and marked done) or recomputed;
@@ -21,7 +23,7 @@ hide. Writes never overlap, which makes the result
 
 Blending overlapping outputs would hide such differences further, but it
 needs read-modify-write of shared chunks (or a second pass), which breaks the
-last two properties; a larger ``halo_yx`` shrinks them instead.
+last two properties; a larger ``inference.halo`` shrinks them instead.
 
 Peak memory is set by the block shape (times the number of blocks running at
 once), never by the volume size: the input is read lazily per block and each
@@ -38,40 +40,34 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-import dask
 import numpy as np
 import zarr
-from dask.callbacks import Callback
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vemrestore import __version__
 from vemrestore.engine._grid import Block, block_grid, check_block_shape
 from vemrestore.engine._ledger import (
     check_run_record,
-    finished_blocks,
+    finished_everywhere,
     mark_finished,
     read_run_record,
     remove_ledger,
     write_run_record,
 )
-from vemrestore.errors import UserInputError
-from vemrestore.io import (
-    Volume,
-    atomic_output,
-    check_output_path,
-    format_of,
-    same_file,
-    split_dataset_path,
-    write_ngff_metadata,
-    write_volume,
+from vemrestore.engine._outputs import (
+    OutputTarget,
+    check_output_names,
+    describe_targets,
+    output_targets,
 )
-from vemrestore.methods._base import BlockRequest, Method
+from vemrestore.engine._run import Run, Source, predict_region
+from vemrestore.errors import UserInputError
+from vemrestore.io import Volume, atomic_output, write_ngff_metadata, write_volume
+from vemrestore.methods._base import RESTORED, Method
 
 if TYPE_CHECKING:
     import distributed
@@ -85,16 +81,14 @@ DEFAULT_BLOCK_SHAPE = (64, 256, 256)
 # the user is asked to write Zarr instead.
 MAX_IN_MEMORY_BYTES = 2 * 1024**3
 ARRAY_PATH = "0"
-_KEY_PREFIX = "vemrestore-block-"
-
-Region = tuple[slice, slice, slice]
 
 
 def predict_volume(
     method: Method,
     volume: Volume,
-    output_path: str | Path,
+    output_path: str | Path | None,
     *,
+    extra_outputs: Mapping[str, str | Path] | None = None,
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE,
     scheduler: str | distributed.Client | None = None,
     num_workers: int | None = None,
@@ -104,6 +98,10 @@ def predict_volume(
 ) -> Path:
     """Restore ``volume`` block by block and write the result to ``output_path``.
 
+    One pass over the blocks computes the restoration and the method's other
+    requested outputs (``extra_outputs``) with one ``predict_block`` call per
+    block, and writes each into its own output.
+
     Parameters
     ----------
     method : Method
@@ -111,18 +109,25 @@ def predict_volume(
     volume : Volume
         Input, shape (Z, Y, X); a dask array stays lazy and only the region
         each block needs is read.
-    output_path : str or Path
+    output_path : str or Path or None
+        Where the restoration goes; None: it is not written (only
+        ``extra_outputs``, e.g. those an earlier run left unfinished).
         ``*.zarr``: an OME-Zarr group (array ``"0"``, chunks = ``block_shape``,
         NGFF metadata written after the data, the run record in the
         ``vemrestore`` attribute), built in a partial folder ``.NAME.partial``
         beside it and renamed when complete. Re-running the same call after a
         crash resumes it, skipping finished blocks; the partial is reused only
         if the method name and config, input source and shape, block shape,
-        output dtype and the method's ``run_fingerprint()`` (if it has one:
-        state outside the config, such as trained weights or a damage map)
-        are unchanged.
+        output dtype, the outputs requested and the method's
+        ``run_fingerprint()`` (if it has one: state outside the config, such
+        as trained weights or a damage map) are unchanged.
         Other formats (``.tif``, ``.h5``, ``.mrc``) are assembled in memory,
-        limited to 2 GiB and not resumable.
+        limited to 2 GiB (all outputs together) and not resumable.
+    extra_outputs : mapping of str to str or Path, optional
+        Other outputs of the method (names from ``method.outputs`` after
+        ``"restored"``) and where to write each, stored as float32. All
+        outputs are ``.zarr`` (each its own partial folder and ledger; a
+        block counts as done only once written to all of them) or none are.
     block_shape : tuple of int
         Output block shape (z, y, x), equal to the output chunk shape. Peak
         memory grows with it; its input halo comes from the method.
@@ -138,20 +143,23 @@ def predict_volume(
     progress : bool
         Show a progress bar (blocks done / total).
     output_dtype : str or numpy.dtype
-        Stored dtype; float results are cast, integer dtypes are rounded and
-        clipped to their range. Default float32.
+        Stored dtype of the restoration; float results are cast, integer
+        dtypes are rounded and clipped to their range. Default float32.
 
     Returns
     -------
     Path
-        The written output.
+        The written restoration (``output_path``), or the first extra output
+        when ``output_path`` is None.
 
     Raises
     ------
     UserInputError
-        For an invalid option, an unknown output suffix, an output that is the
-        input, an existing output without ``overwrite``, a partial run started
-        with other settings, or a non-Zarr output that would exceed 2 GiB.
+        For an invalid option, no output, an unknown output suffix or name, an
+        output that is the input or another output, an existing output
+        without ``overwrite``, Zarr outputs mixed with other formats, a
+        partial run started with other settings, or non-Zarr outputs that
+        would exceed 2 GiB.
 
     Examples
     --------
@@ -174,25 +182,27 @@ def predict_volume(
     block_shape = check_block_shape(block_shape)
     dtype = _check_output_dtype(output_dtype)
     _check_scheduler(scheduler, num_workers, method)
-    file_path, inner = split_dataset_path(output_path)
-    is_zarr = format_of(file_path, source=output_path) == "zarr"
-    if is_zarr and inner is not None:
-        raise UserInputError(
-            f"output_path={str(output_path)!r} names an array inside a Zarr store; the result "
-            f"is written as an OME-Zarr group (give the store path {str(file_path)!r})"
-        )
-    if volume.source is not None and same_file(split_dataset_path(volume.source)[0], file_path):
-        raise UserInputError(
-            f"output_path={str(output_path)!r} is the input {volume.source} (choose another output)"
-        )
-    check_output_path(file_path, overwrite=overwrite)
-    run = _Run(method, _Source(volume.data), volume.shape, scheduler, num_workers, progress)
-    if is_zarr:
-        return _predict_to_zarr(run, volume, file_path, block_shape, dtype, overwrite)
-    return _predict_to_file(run, volume, output_path, block_shape, dtype, overwrite)
+    targets = output_targets(method, volume, output_path, extra_outputs, dtype, overwrite=overwrite)
+    outputs = tuple(t.name for t in targets)
+    run = Run(method, Source(volume.data), volume.shape, outputs, scheduler, num_workers, progress)
+    if targets[0].is_zarr:
+        return _predict_to_zarr(run, volume, targets, block_shape, dtype, overwrite)
+    return _predict_to_file(run, volume, targets, block_shape, overwrite)
 
 
-def predict_array(method: Method, array: Any) -> np.ndarray:
+@overload
+def predict_array(method: Method, array: Any, *, outputs: None = None) -> np.ndarray: ...
+
+
+@overload
+def predict_array(
+    method: Method, array: Any, *, outputs: Sequence[str]
+) -> dict[str, np.ndarray]: ...
+
+
+def predict_array(
+    method: Method, array: Any, *, outputs: Sequence[str] | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
     """Restore a whole array in one call of ``predict_block`` (no blocks).
 
     The reference for the blockwise engine, for tests and comparisons; it
@@ -204,156 +214,70 @@ def predict_array(method: Method, array: Any) -> np.ndarray:
         A fitted method.
     array : array-like, shape (Z, Y, X)
         Input voxels (NumPy, dask or anything sliceable); cast to float32.
+    outputs : sequence of str, optional
+        Names from ``method.outputs`` to compute; default: the restoration only.
 
     Returns
     -------
-    numpy.ndarray of float32, shape ``method.output_shape(array.shape)``
+    numpy.ndarray or dict of str to numpy.ndarray
+        Float32 arrays of shape ``method.output_shape(array.shape)``: the
+        restoration when ``outputs`` is None, else a dict of the named outputs.
+
+    Raises
+    ------
+    UserInputError
+        If ``array`` is not 3D or ``outputs`` names no output of the method.
 
     Examples
     --------
     >>> from vemrestore.methods import create_method
-    >>> predict_array(create_method("linear", scale_factor=2), np.ones((3, 4, 5))).shape
+    >>> method = create_method("linear", scale_factor=2)
+    >>> predict_array(method, np.ones((3, 4, 5))).shape
     (6, 4, 5)
+    >>> list(predict_array(method, np.ones((3, 4, 5)), outputs=["restored"]))
+    ['restored']
     """
     if len(array.shape) != 3:
         raise UserInputError(
             f"array must be 3D (Z, Y, X), got shape {tuple(array.shape)} (pass one 3D volume)"
         )
+    names = (RESTORED,) if outputs is None else check_output_names(method, outputs)
     input_shape = tuple(int(n) for n in array.shape)
     output_shape = method.output_shape(input_shape)  # type: ignore[arg-type]
     region = tuple(slice(0, int(n)) for n in output_shape)
-    out = _predict_region(method, _Source(array), input_shape, region)  # type: ignore[arg-type]
-    return out.astype(np.float32, copy=False)
-
-
-class _Source:
-    """Lazy input: reads one region into memory as float32.
-
-    A wrapper rather than the bare array so that dask never treats the input
-    as a dependency of the block tasks (which would compute all of it).
-    """
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-
-    def read(self, region: Region) -> np.ndarray:
-        part = self.data[region]
-        if dask.is_dask_collection(part):
-            # Read in the calling task's thread: a nested compute on a cluster
-            # worker could otherwise wait for the worker's own (busy) slots.
-            part = part.compute(scheduler="synchronous")
-        return np.array(part, dtype=np.float32)  # a copy: methods may work in place
+    result = predict_region(method, Source(array), input_shape, region, names)  # type: ignore[arg-type]
+    arrays = {name: out.astype(np.float32, copy=False) for name, out in result.items()}
+    return arrays[RESTORED] if outputs is None else arrays
 
 
 class _ZarrSink:
-    """Writes a block into the partial Zarr, then marks it done."""
+    """Writes each output of a block into its partial Zarr, then marks the block done there."""
 
-    def __init__(self, root: Path, dtype: np.dtype) -> None:
-        self.root = str(root)
-        self.dtype = dtype
+    def __init__(self, partials: Mapping[str, tuple[Path, np.dtype]]) -> None:
+        self.partials = {name: (str(root), dtype) for name, (root, dtype) in partials.items()}
 
-    def write(self, block: Block, data: np.ndarray) -> None:
-        array = zarr.open_array(store=self.root, path=ARRAY_PATH, mode="r+")
-        array[block.region] = _cast(data, self.dtype)
-        mark_finished(Path(self.root), block.id)
+    def write(self, block: Block, outputs: Mapping[str, np.ndarray]) -> None:
+        for name, (root, dtype) in self.partials.items():
+            array = zarr.open_array(store=root, path=ARRAY_PATH, mode="r+")
+            array[block.region] = _cast(outputs[name], dtype)
+            mark_finished(Path(root), block.id)
 
 
 class _MemorySink:
-    """Writes blocks into one in-memory array (local threads only)."""
+    """Writes each output of a block into its in-memory array (local threads only)."""
 
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.arrays = arrays
 
-    def write(self, block: Block, data: np.ndarray) -> None:
-        self.array[block.region] = _cast(data, self.array.dtype)
-
-
-class _Run:
-    """What every block task of one run shares, and how the tasks are executed."""
-
-    def __init__(
-        self,
-        method: Method,
-        source: _Source,
-        input_shape: tuple[int, int, int],
-        scheduler: str | distributed.Client | None,
-        num_workers: int | None,
-        progress: bool,
-    ) -> None:
-        self.method = method
-        self.source = source
-        self.input_shape = input_shape
-        self.output_shape = tuple(int(n) for n in method.output_shape(input_shape))
-        self.scheduler = scheduler
-        self.num_workers = num_workers
-        self.progress = progress
-
-    def execute(self, sink: _ZarrSink | _MemorySink, blocks: list[Block], total: int) -> None:
-        """Run ``blocks`` (of ``total`` in the grid) as dask tasks writing into ``sink``."""
-        token = uuid.uuid4().hex
-        # One graph node each for the shared objects: sent once per worker, not per task.
-        shared = [
-            dask.delayed(obj, name=f"vemrestore-{name}-{token}", traverse=False)
-            for name, obj in (("method", self.method), ("source", self.source), ("sink", sink))
-        ]
-        run_block = dask.delayed(_run_block, pure=False)
-        tasks = [
-            run_block(
-                *shared, block, self.input_shape, dask_key_name=f"{_KEY_PREFIX}{block.id}-{token}"
-            )
-            for block in blocks
-        ]
-        with _progress_bar(self.progress, total, total - len(blocks)) as advance:
-            if self.scheduler is None:
-                with _BlockCallback(advance):
-                    dask.compute(*tasks, scheduler="threads", num_workers=self.num_workers)
-            elif isinstance(self.scheduler, str):
-                import distributed
-
-                try:
-                    client = distributed.Client(self.scheduler)
-                except (OSError, TimeoutError) as err:
-                    raise UserInputError(
-                        f"cannot connect to the dask scheduler at scheduler={self.scheduler!r} "
-                        f"({err}; start one with `dask scheduler` or leave scheduler unset "
-                        "for local threads)"
-                    ) from err
-                with client:
-                    _compute_on_cluster(client, tasks, advance)
-            else:
-                _compute_on_cluster(self.scheduler, tasks, advance)
-
-
-def _run_block(
-    method: Method,
-    source: _Source,
-    sink: _ZarrSink | _MemorySink,
-    block: Block,
-    input_shape: tuple[int, int, int],
-) -> str:
-    sink.write(block, _predict_region(method, source, input_shape, block.region))
-    return block.id
-
-
-def _predict_region(
-    method: Method, source: _Source, input_shape: tuple[int, int, int], output_region: Region
-) -> np.ndarray:
-    in_region = tuple(method.input_region(output_region, input_shape))
-    _check_input_region(method, in_region, input_shape, output_region)
-    request = BlockRequest(tuple(int(s.start) for s in in_region), output_region)  # type: ignore[arg-type]
-    out = np.asarray(method.predict_block(source.read(in_region), request))  # type: ignore[arg-type]
-    if out.shape != request.output_shape:
-        raise RuntimeError(
-            f"{type(method).__name__}.predict_block returned shape {out.shape} for output "
-            f"region {_fmt(output_region)}, expected {request.output_shape} (a bug in the method)"
-        )
-    return out
+    def write(self, block: Block, outputs: Mapping[str, np.ndarray]) -> None:
+        for name, array in self.arrays.items():
+            array[block.region] = _cast(outputs[name], array.dtype)
 
 
 def _predict_to_zarr(
-    run: _Run,
+    run: Run,
     volume: Volume,
-    path: Path,
+    targets: list[OutputTarget],
     block_shape: tuple[int, int, int],
     dtype: np.dtype,
     overwrite: bool,
@@ -365,6 +289,7 @@ def _predict_to_zarr(
         "input_shape": list(volume.shape),
         "block_shape": list(block_shape),
         "output_dtype": dtype.name,
+        "outputs": list(run.outputs),
     }
     state = getattr(run.method, "run_fingerprint", None)
     if state is not None:
@@ -372,109 +297,119 @@ def _predict_to_zarr(
         fingerprint["state"] = state()
     blocks = block_grid(run.output_shape, block_shape)  # type: ignore[arg-type]
     voxel_size = tuple(run.method.output_voxel_size(volume.voxel_size))
-    with atomic_output(path, overwrite=overwrite, resume=True) as partial:
-        if partial.exists() and overwrite:
-            shutil.rmtree(partial)
-        if partial.exists():
-            check_run_record(partial, fingerprint)
-        else:
-            write_run_record(
-                partial,
-                fingerprint,
-                output_shape=list(run.output_shape),
-                voxel_size=list(voxel_size),
-                vemrestore_version=__version__,
+    with ExitStack() as stack:
+        # Each output is built in its own partial folder; all are renamed once all are
+        # complete, the restoration last (if it exists, so do the others).
+        partials = {
+            t.name: stack.enter_context(atomic_output(t.file, overwrite=overwrite, resume=True))
+            for t in targets
+        }
+        groups = {
+            t.name: _open_partial(
+                partials[t.name],
+                {**fingerprint, "output": t.name},
+                run.output_shape,
+                voxel_size,
+                block_shape,
+                t.dtype,
+                overwrite,
             )
-        group = zarr.open_group(store=str(partial), mode="a", zarr_format=3)
-        if ARRAY_PATH not in group:
-            group.create_array(
-                ARRAY_PATH,
-                shape=run.output_shape,
-                chunks=block_shape,
-                dtype=dtype,
-                fill_value=0,
-                dimension_names=("z", "y", "x"),
-            )
-        done = finished_blocks(partial)
+            for t in targets
+        }
+        done = finished_everywhere(partials.values())
         todo = [b for b in blocks if b.id not in done]
         if len(todo) < len(blocks):
             logger.info(
                 "resuming %s: skipping %d of %d blocks already done",
-                partial,
+                ", ".join(map(str, partials.values())),
                 len(blocks) - len(todo),
                 len(blocks),
             )
-        logger.info("predicting %d blocks of %s into %s", len(todo), block_shape, partial)
-        run.execute(_ZarrSink(partial, dtype), todo, len(blocks))
-        # Metadata after the data; the run record moves from the ledger into the attributes.
-        write_ngff_metadata(group, voxel_size, array_path=ARRAY_PATH, name=path.stem)
-        group.attrs.update({"vemrestore": read_run_record(partial)})
-        remove_ledger(partial)
-    return path
+        logger.info(
+            "predicting %d blocks of %s into %s",
+            len(todo),
+            block_shape,
+            ", ".join(map(str, partials.values())),
+        )
+        run.execute(
+            _ZarrSink({t.name: (partials[t.name], t.dtype) for t in targets}), todo, len(blocks)
+        )
+        # Metadata after the data; the run records move from the ledgers into the attributes.
+        for t in targets:
+            write_ngff_metadata(groups[t.name], voxel_size, array_path=ARRAY_PATH, name=t.file.stem)
+            groups[t.name].attrs.update({"vemrestore": read_run_record(partials[t.name])})
+        for partial in partials.values():
+            remove_ledger(partial)
+    return targets[0].file
 
 
-def _predict_to_file(
-    run: _Run,
-    volume: Volume,
-    output_path: str | Path,
+def _open_partial(
+    partial: Path,
+    fingerprint: dict[str, Any],
+    output_shape: tuple[int, ...],
+    voxel_size: tuple[float, ...],
     block_shape: tuple[int, int, int],
     dtype: np.dtype,
     overwrite: bool,
+) -> zarr.Group:
+    """The Zarr group of one output's partial folder, created or checked for resuming."""
+    if partial.exists() and overwrite:
+        shutil.rmtree(partial)
+    if partial.exists():
+        check_run_record(partial, fingerprint)
+    else:
+        write_run_record(
+            partial,
+            fingerprint,
+            output_shape=list(output_shape),
+            voxel_size=list(voxel_size),
+            vemrestore_version=__version__,
+        )
+    group = zarr.open_group(store=str(partial), mode="a", zarr_format=3)
+    if ARRAY_PATH not in group:
+        group.create_array(
+            ARRAY_PATH,
+            shape=output_shape,
+            chunks=block_shape,
+            dtype=dtype,
+            fill_value=0,
+            dimension_names=("z", "y", "x"),
+        )
+    return group
+
+
+def _predict_to_file(
+    run: Run,
+    volume: Volume,
+    targets: list[OutputTarget],
+    block_shape: tuple[int, int, int],
+    overwrite: bool,
 ) -> Path:
-    nbytes = math.prod(run.output_shape) * dtype.itemsize
+    size = math.prod(run.output_shape)
+    nbytes = sum(size * t.dtype.itemsize for t in targets)
     if nbytes > MAX_IN_MEMORY_BYTES:
+        dtypes = ", ".join(t.dtype.name for t in targets)
         raise UserInputError(
-            f"output_path={str(output_path)!r} would hold {nbytes / 1024**3:.1f} GiB "
-            f"({run.output_shape} {dtype.name}), more than the "
+            f"{describe_targets(targets)} would hold {nbytes / 1024**3:.1f} GiB "
+            f"({run.output_shape} {dtypes}), more than the "
             f"{MAX_IN_MEMORY_BYTES / 1024**3:.0f} GiB assembled in memory for this format "
-            "(write a .zarr output instead)"
+            "(write .zarr outputs instead)"
         )
     if run.scheduler is not None:
         raise UserInputError(
-            f"scheduler={run.scheduler!r} needs a .zarr output that the workers write into, "
-            f"got output_path={str(output_path)!r} (write a .zarr output or leave scheduler unset)"
+            f"scheduler={run.scheduler!r} needs .zarr outputs that the workers write into, "
+            f"got {describe_targets(targets)} "
+            "(write .zarr outputs or leave scheduler unset)"
         )
-    array = np.zeros(run.output_shape, dtype=dtype)
+    arrays = {t.name: np.zeros(run.output_shape, dtype=t.dtype) for t in targets}
     blocks = block_grid(run.output_shape, block_shape)  # type: ignore[arg-type]
-    run.execute(_MemorySink(array), blocks, len(blocks))
+    run.execute(_MemorySink(arrays), blocks, len(blocks))
     voxel_size = tuple(run.method.output_voxel_size(volume.voxel_size))
-    return write_volume(Volume(array, voxel_size=voxel_size), output_path, overwrite=overwrite)
-
-
-def _compute_on_cluster(
-    client: distributed.Client, tasks: list[Any], advance: Callable[[], None]
-) -> None:
-    import distributed
-
-    futures = client.compute(tasks)
-    try:
-        for future in distributed.as_completed(futures):
-            future.result()  # re-raises a failed block's error here
-            advance()
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
-class _BlockCallback(Callback):
-    """Advances the progress bar whenever a block task finishes (threads)."""
-
-    def __init__(self, advance: Callable[[], None]) -> None:
-        super().__init__()
-        self._advance = advance
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if isinstance(key, str) and key.startswith(_KEY_PREFIX):
-            self._advance()
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int, completed: int) -> Iterator[Callable[[], None]]:
-    """A rich bar of blocks done / total; yields a function that adds one block."""
-    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not enabled) as bar:
-        task = bar.add_task("blocks", total=total, completed=completed)
-        yield lambda: bar.advance(task)
+    written = [
+        write_volume(Volume(arrays[t.name], voxel_size=voxel_size), t.path, overwrite=overwrite)
+        for t in targets
+    ]
+    return written[0]
 
 
 def _check_output_dtype(output_dtype: str | np.dtype) -> np.dtype:
@@ -520,35 +455,8 @@ def _check_scheduler(scheduler: Any, num_workers: int | None, method: Method) ->
             )
 
 
-def _check_input_region(
-    method: Method,
-    region: Iterable[slice],
-    input_shape: tuple[int, int, int],
-    output_region: Region,
-) -> None:
-    region = tuple(region)
-    ok = len(region) == 3 and all(
-        isinstance(s, slice)
-        and s.step in (None, 1)
-        and isinstance(s.start, int | np.integer)
-        and isinstance(s.stop, int | np.integer)
-        and 0 <= s.start < s.stop <= n
-        for s, n in zip(region, input_shape, strict=False)
-    )
-    if not ok:
-        raise RuntimeError(
-            f"{type(method).__name__}.input_region returned {region!r} for output region "
-            f"{_fmt(output_region)}; expected three non-empty slices with step 1 inside the "
-            f"input shape {input_shape} (a bug in the method)"
-        )
-
-
 def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "f":
         return data.astype(dtype, copy=False)
     info = np.iinfo(dtype)
     return np.clip(np.rint(data), info.min, info.max).astype(dtype)
-
-
-def _fmt(region: Region) -> str:
-    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in region) + "]"

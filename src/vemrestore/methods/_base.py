@@ -17,10 +17,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vemrestore.degrade._grid import MAX_SCALE_FACTOR
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 
 __all__ = [
+    "RESTORED",
+    "AxialConfig",
     "BlockRequest",
     "Method",
     "MethodConfig",
@@ -32,14 +35,23 @@ __all__ = [
 ]
 
 
+# Name of the restoration among a method's outputs (always its first).
+RESTORED = "restored"
+
+
 class MethodConfig(BaseModel):
-    """Options shared by all methods; each method subclasses it."""
+    """Options shared by all methods; each method subclasses it (``method`` names it)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     method: str
+
+
+class AxialConfig(MethodConfig):
+    """Options of an axial super-resolution method: the fine grid is ``scale_factor`` finer in z."""
+
     scale_factor: float = Field(
-        gt=1.0, le=64.0, description="Upsampling factor along the restored axis"
+        gt=1.0, le=MAX_SCALE_FACTOR, description="Section thickness in fine slices (axial factor)"
     )
 
 
@@ -54,10 +66,13 @@ class BlockRequest:
         (halo included).
     output_region : tuple of slice
         Absolute output voxels (z, y, x) to produce; steps are 1.
+    outputs : tuple of str
+        Which of the method's ``outputs`` to return (the others may be skipped).
     """
 
     input_start: tuple[int, int, int]
     output_region: tuple[slice, slice, slice]
+    outputs: tuple[str, ...] = (RESTORED,)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -70,6 +85,10 @@ class Method(Protocol):
 
     name: ClassVar[str]
     config: MethodConfig
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the arrays ``predict_block`` returns; the first is ``"restored"``."""
 
     def fit(self, volume: Volume) -> Method:
         """Learn from the volume to restore (a no-op for interpolation)."""
@@ -87,8 +106,8 @@ class Method(Protocol):
     ) -> tuple[slice, slice, slice]:
         """Input voxels (halo included, clipped to the volume) that ``output_region`` needs."""
 
-    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
-        """Restore ``request.output_region`` from ``block`` (float32 out)."""
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
+        """Arrays ``request.outputs`` (float32, ``request.output_shape``) of the region."""
 
     def save(self, path: Path) -> None:
         """Write config (JSON) and trained state into directory ``path``."""

@@ -29,8 +29,8 @@ __all__ = [
     "cpu_state",
     "load_config",
     "load_config_options",
+    "load_json_state",
     "load_method",
-    "load_normalization",
     "load_weights",
     "require_files",
     "save_config",
@@ -160,17 +160,18 @@ def save_trained(
     config: MethodConfig,
     weights: dict[str, Any],
     *,
-    normalization: dict[str, Any] | None = None,
+    json_files: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``config.json``, ``weights.pt`` and, if given, ``normalization.json`` and
-    ``training.json`` into directory ``path`` (created if needed); returns it."""
+    """Write ``config.json``, ``weights.pt``, the ``json_files`` (name -> JSON-ready
+    object) and, if given, ``training.json`` into directory ``path`` (created if
+    needed); returns it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(config.model_dump_json(indent=2))
     torch.save(cpu_state(weights), path / "weights.pt")
-    if normalization is not None:
-        (path / "normalization.json").write_text(json.dumps(normalization, indent=2))
+    for name, value in (json_files or {}).items():
+        (path / name).write_text(json.dumps(value, indent=2))
     if training is not None:
         (path / "training.json").write_text(json.dumps(training))
     return path
@@ -205,9 +206,8 @@ def apply_weights(model: torch.nn.Module, weights: Any, path: Path) -> None:
         ) from exc
 
 
-def load_normalization(path: Path) -> Any:
-    """The JSON in ``path/normalization.json``; a damaged file is a user error."""
-    file = Path(path) / "normalization.json"
+def load_json_state(file: Path) -> Any:
+    """The JSON in ``file`` (a saved method's state); a damaged file is a user error."""
     try:
         return json.loads(file.read_text())
     except (OSError, ValueError) as exc:

@@ -1,35 +1,30 @@
 """Classical axial upsampling baselines: nearest, linear, cubic spline, Lanczos.
 
 All four place section ``i`` at its true centre ``(i + 0.5) k - 0.5`` on the
-fine grid (see ``vemrestore.degrade.section_centres``), so they are exact for
+fine grid (see ``vemrestore.degrade.AxialGrid``), so they are exact for
 integer and non-integer factors and agree with the forward model. Beyond the
 first and last centres the edge value is held.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.interpolate import make_interp_spline
 
+from vemrestore.degrade._grid import AxialGrid
 from vemrestore.io._volume import Volume
-from vemrestore.methods._base import BlockRequest, MethodConfig, register_method
+from vemrestore.methods._base import RESTORED, AxialConfig, BlockRequest, register_method
 
-__all__ = ["AxialInterpolation", "InterpolationConfig", "fine_to_section_coords", "upsample_axial"]
+__all__ = ["AxialInterpolation", "InterpolationConfig", "upsample_axial"]
 
 Kind = Literal["nearest", "linear", "cubic", "lanczos"]
 LANCZOS_LOBES = 3
 # Sections of context each side of a block: the cubic spline's influence decays
 # by ~0.27 per knot, so 10 knots leave < 1e-5 of a boundary effect.
 _HALO_SECTIONS = {"nearest": 1, "linear": 1, "cubic": 10, "lanczos": LANCZOS_LOBES}
-
-
-def fine_to_section_coords(fine_index: np.ndarray, scale_factor: float) -> np.ndarray:
-    """Position of fine slices in section-index units (section i sits at i)."""
-    return (np.asarray(fine_index, dtype=np.float64) + 0.5) / scale_factor - 0.5
 
 
 def upsample_axial(
@@ -66,9 +61,10 @@ def upsample_axial(
     """
     moved = np.moveaxis(np.asarray(sections, dtype=np.float32), axis, 0)
     m = moved.shape[0]
+    grid = AxialGrid(scale_factor)
     if num_fine is None:
-        num_fine = round((section_start + m) * scale_factor) - fine_start
-    u = fine_to_section_coords(np.arange(fine_start, fine_start + num_fine), scale_factor)
+        num_fine = grid.num_fine(section_start + m) - fine_start
+    u = grid.to_section(np.arange(fine_start, fine_start + num_fine))
     u = np.clip(u - section_start, 0.0, m - 1.0)
     if kind == "nearest":
         out = moved[np.floor(u + 0.5).astype(np.intp)]
@@ -113,7 +109,7 @@ def _lanczos(moved: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-class InterpolationConfig(MethodConfig):
+class InterpolationConfig(AxialConfig):
     """Config of the classical baselines; ``method`` is the kernel name."""
 
     method: Kind
@@ -126,31 +122,34 @@ class AxialInterpolation:
 
     def __init__(self, config: InterpolationConfig) -> None:
         self.config = config
+        self.grid = AxialGrid(config.scale_factor)
 
     def fit(self, volume: Volume) -> AxialInterpolation:
         return self
 
     def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        z, y, x = input_shape
-        return (round(z * self.config.scale_factor), y, x)
+        return self.grid.output_shape(input_shape)
 
     def output_voxel_size(
         self, voxel_size: tuple[float, float, float]
     ) -> tuple[float, float, float]:
-        z, y, x = voxel_size
-        return (z / self.config.scale_factor, y, x)
+        return self.grid.output_voxel_size(voxel_size)
 
     def input_region(
         self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
     ) -> tuple[slice, slice, slice]:
         zs, ys, xs = output_region
-        u = fine_to_section_coords(np.array([zs.start, zs.stop - 1]), self.config.scale_factor)
-        halo = _HALO_SECTIONS[self.config.method]
-        lo = max(0, math.floor(u[0]) - halo)
-        hi = min(input_shape[0], math.ceil(u[1]) + 1 + halo)
-        return (slice(lo, hi), ys, xs)
+        sections = self.grid.sections_for(
+            zs.start,
+            zs.stop,
+            halo_sections=_HALO_SECTIONS[self.config.method],
+            num_sections=input_shape[0],
+        )
+        return (sections, ys, xs)
 
-    def predict_block(self, block: np.ndarray, request: BlockRequest) -> np.ndarray:
+    outputs = (RESTORED,)
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
         zs, ys, xs = request.output_region
         z0, y0, x0 = request.input_start
         out = upsample_axial(
@@ -161,7 +160,7 @@ class AxialInterpolation:
             num_fine=zs.stop - zs.start,
             section_start=z0,
         )
-        return out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        return {RESTORED: out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]}
 
     def save(self, path: Path) -> None:
         path = Path(path)

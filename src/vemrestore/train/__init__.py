@@ -1,6 +1,12 @@
 """The training loop shared by all learned methods: config, seeding, device, checkpoints."""
 
 from vemrestore.train._config import TrainConfig
+from vemrestore.train._holdout import (
+    Batch,
+    fixed_validation,
+    holdout_sections,
+    split_batches,
+)
 from vemrestore.train._loop import (
     CHECKPOINT_NAME,
     TrainResult,
@@ -11,9 +17,13 @@ from vemrestore.train._loop import (
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "Batch",
     "TrainConfig",
     "TrainResult",
     "fit_model",
+    "fixed_validation",
+    "holdout_sections",
     "pixel_loss",
     "resolve_device",
+    "split_batches",
 ]

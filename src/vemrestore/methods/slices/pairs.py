@@ -26,7 +26,7 @@ from torch import nn
 
 from vemrestore.diffusion import diffusion_target
 from vemrestore.errors import UserInputError
-from vemrestore.methods._slices_interp import fill_linear
+from vemrestore.methods.slices.interp import fill_linear
 from vemrestore.models.anisotropic3d import AnisotropicDenoiser3D
 
 __all__ = [

@@ -13,7 +13,7 @@ import numpy as np
 from skimage.registration import optical_flow_tvl1
 from skimage.transform import warp
 
-__all__ = ["FlowOptions", "damaged_runs", "fill_linear", "interpolate_flow"]
+__all__ = ["FlowOptions", "damaged_runs", "fill_linear", "interpolate_flow", "runs_meeting"]
 
 
 def damaged_runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -31,6 +31,11 @@ def damaged_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     flags = np.asarray(mask).reshape(mask.shape[0], -1).any(axis=1)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def runs_meeting(mask: np.ndarray, z_out: slice) -> list[tuple[int, int]]:
+    """The ``damaged_runs`` of ``mask`` with a slice in ``z_out`` (indices into ``mask``)."""
+    return [(a, b) for a, b in damaged_runs(mask) if a < z_out.stop and b > z_out.start]
 
 
 def fill_linear(block: np.ndarray, mask: np.ndarray) -> np.ndarray:

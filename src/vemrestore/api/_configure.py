@@ -1,0 +1,124 @@
+"""Build a method from its name, a config file and typed overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from vemrestore.errors import UserInputError
+from vemrestore.methods import (
+    AxialConfig,
+    Method,
+    MethodConfig,
+    available_methods,
+    get_method,
+    load_config_options,
+    method_config_class,
+)
+
+__all__ = ["axial_methods", "configure"]
+
+# The command-line option that sets each override, for error messages.
+OPTION_NAMES = {
+    "train": "--steps",
+    "num_inference_steps": "--sampling-steps",
+    "num_samples": "--samples",
+    "skeleton_path": "--skeleton",
+}
+
+
+def axial_methods() -> list[str]:
+    """Names of the registered axial super-resolution methods."""
+    return [n for n in available_methods() if issubclass(method_config_class(n), AxialConfig)]
+
+
+def configure(
+    name: str,
+    *,
+    factor: float | None = None,
+    config: Path | None = None,
+    steps: int | None = None,
+    inference: dict[str, Any] | None = None,
+    **options: Any,
+) -> Method:
+    """Method ``name`` from its YAML config (if given) with overrides, validated together.
+
+    Parameters
+    ----------
+    name : str
+        A registered method.
+    factor : float, optional
+        Axial factor (``scale_factor``) of an axial method; refused for others.
+    config : pathlib.Path, optional
+        YAML file of the method's config; the overrides apply on top of it,
+        so options derived from others (e.g. SkelEM's skeleton factor)
+        follow ``factor``.
+    steps : int, optional
+        Training steps (``train.num_steps``) of a learned method.
+    inference : dict, optional
+        Inference options (fields of ``config.inference``), e.g.
+        ``{"num_inference_steps": 4, "num_samples": 2}``; None values are ignored.
+    **options
+        Top-level config fields (None values are ignored).
+
+    Raises
+    ------
+    UserInputError
+        For an unknown method, a config file of another method, or an
+        override the method does not have (named by its CLI option).
+    pydantic.ValidationError
+        For invalid values (the message names the field).
+    """
+    config_cls = method_config_class(name)
+    if config is not None:
+        data = load_config_options(config)
+        if data["method"] != name:
+            raise UserInputError(
+                f"config {config} is for method {data['method']!r}, not {name!r} (fix 'method:')"
+            )
+    else:
+        data = {"method": name}
+    if factor is not None:
+        if not issubclass(config_cls, AxialConfig):
+            raise UserInputError(
+                f"{name!r} is not an axial method (choose one of: {', '.join(axial_methods())})"
+            )
+        data["scale_factor"] = factor
+    given = {key: value for key, value in options.items() if value is not None}
+    for key in given:
+        _require_field(config_cls, key, name)
+    if "skeleton_path" in given:
+        data.pop("skeleton", None)  # a given skeleton replaces the one to train
+    method_config = config_cls.model_validate({**data, **given})
+    method_config = _with_overrides(method_config, steps, inference or {}, name)
+    return get_method(name)(method_config)
+
+
+def _require_field(config_cls: type[BaseModel], key: str, name: str) -> None:
+    if key not in config_cls.model_fields:
+        raise UserInputError(f"{OPTION_NAMES.get(key, key)} does not apply to method {name!r}")
+
+
+def _with_overrides(
+    config: MethodConfig, steps: int | None, inference: dict[str, Any], name: str
+) -> MethodConfig:
+    """``config`` with typed overrides of training steps and inference options, re-validated."""
+    update: dict[str, BaseModel] = {}
+    if steps is not None:
+        _require_field(type(config), "train", name)
+        train = config.train  # type: ignore[attr-defined]
+        update["train"] = train.model_copy(update={"num_steps": steps})
+    given = {key: value for key, value in inference.items() if value is not None}
+    if given:
+        fields = type(config).model_fields
+        current_cls = fields["inference"].annotation if "inference" in fields else BaseModel
+        for key in given:
+            _require_field(current_cls, key, name)  # type: ignore[arg-type]
+        current = config.inference  # type: ignore[attr-defined]
+        update["inference"] = current.model_copy(update=given)
+    if not update:
+        return config
+    # model_copy does not validate: validate the result as a whole (cross-field rules too).
+    return type(config).model_validate(config.model_copy(update=update).model_dump())

@@ -1,0 +1,345 @@
+"""The base every learned method extends: the lifecycle written once.
+
+A learned method differs from the others in its networks, its training pairs
+and losses, and its prediction step. What they share lives here: the config
+split into training options (``train``) and inference options (``inference``),
+the seeded build of the networks, the device and bf16 autocast at inference,
+the weights' digest for resume, pickling for ``dask.distributed``, and the
+save/load layout (``config.json``, ``weights.pt``, JSON state files).
+
+A subclass defines ``build_networks`` and, if it has state beside the weights
+(normalisation statistics, a residual scale), ``state_json``/``load_state_json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from vemrestore.errors import UserInputError
+from vemrestore.methods._base import MethodConfig
+from vemrestore.methods._persist import (
+    apply_weights,
+    cpu_state,
+    load_json_state,
+    load_weights,
+    require_files,
+    save_trained,
+    weights_digest,
+)
+from vemrestore.train import TrainConfig, TrainResult, resolve_device
+
+__all__ = [
+    "InferenceConfig",
+    "SamplingConfig",
+    "TrainedConfig",
+    "TrainedMethod",
+    "migrate_legacy_options",
+]
+
+
+class InferenceConfig(BaseModel):
+    """How a trained method predicts (never what it learnt).
+
+    Attributes
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        "auto" takes CUDA when available. Defaults to ``train.device``.
+    amp : bool
+        bfloat16 autocast on CUDA (ignored on CPU). Defaults to ``train.amp``.
+    halo : int
+        Network context in (output) voxels each side of a block's output
+        region; blocks equal a whole-volume pass where it covers the
+        network's receptive field.
+    batch_size : int
+        Planes (or slices) per network call.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    halo: int = Field(32, ge=0, le=4096)
+    batch_size: int = Field(8, ge=1, le=4096)
+
+
+class SamplingConfig(InferenceConfig):
+    """Inference options of a diffusion method.
+
+    Attributes
+    ----------
+    num_inference_steps : int
+        Network calls per sample (DDIM steps).
+    strength : float
+        ``t0 / T`` of a truncated start; 1 samples from pure noise.
+    num_samples : int
+        Samples (seeds) averaged; more than one also gives a per-voxel std.
+    seed : int
+        Seed of the sampling noise (keyed by position, so blocks agree).
+    """
+
+    num_inference_steps: int = Field(4, ge=1, le=100_000)
+    strength: float = Field(1.0, gt=0.0, le=1.0)
+    num_samples: int = Field(1, ge=1, le=1024)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+def migrate_legacy_options(data: Any, renames: Mapping[str, str]) -> Any:
+    """Move options written under their old top-level names into ``inference``.
+
+    Config files and saved models from before the training/inference split
+    (``halo_yx``, ``planes_per_batch``, a top-level sampling ``num_steps``...)
+    still load. Where ``inference`` leaves ``device`` or ``amp`` out, they
+    follow ``train``'s, so ``train={"device": "cpu"}`` keeps a method on the CPU.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    inference = data.get("inference")
+    inference = dict(inference) if isinstance(inference, Mapping) else inference
+    for old, new in renames.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        if not isinstance(inference, dict):
+            inference = {}
+        if new in inference and inference[new] != value:
+            raise ValueError(
+                f"{old}={value!r} (an old name of inference.{new}) contradicts "
+                f"inference.{new}={inference[new]!r} (keep only inference.{new})"
+            )
+        inference[new] = value
+    train = data.get("train")
+    if isinstance(train, Mapping) and (inference is None or isinstance(inference, dict)):
+        inherited = {key: train[key] for key in ("device", "amp") if key in train}
+        if inherited:
+            inference = {**inherited, **(inference or {})}
+    if inference is not None:
+        data["inference"] = inference
+    return data
+
+
+class TrainedConfig(MethodConfig):
+    """Options of a learned method: training apart from inference.
+
+    Subclasses narrow ``train`` and ``inference`` to their own defaults and
+    list old option names in ``legacy_names`` (old name -> field of ``inference``).
+    """
+
+    legacy_names: ClassVar[dict[str, str]] = {
+        "halo_yx": "halo",
+        "planes_per_batch": "batch_size",
+    }
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return migrate_legacy_options(data, cls.legacy_names)
+
+
+class TrainedMethod:
+    """Shared lifecycle of a learned method; subclasses add pairs, losses and prediction.
+
+    Attributes
+    ----------
+    config : TrainedConfig
+    networks : dict of str to torch.nn.Module, or None
+        The trained networks by name (None until ``fit`` or ``load_state``).
+    train_result : TrainResult or None
+        The last training run's losses (None for a loaded method).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[TrainedConfig]]
+    # JSON files ``save`` writes beside ``weights.pt`` (``state_json`` keys).
+    state_files: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: TrainedConfig) -> None:
+        self.config = config
+        self.networks: dict[str, nn.Module] | None = None
+        self.train_result: TrainResult | None = None
+        self._lock = threading.Lock()
+        self._device: torch.device | None = None
+
+    # -- what a subclass defines -------------------------------------------
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        """Untrained networks by name, as the config describes them."""
+        raise NotImplementedError
+
+    def state_json(self) -> dict[str, Any]:
+        """JSON-ready state beside the weights, by file name (e.g. ``normalization.json``)."""
+        return {}
+
+    def load_state_json(self, files: dict[str, Any]) -> None:
+        """Restore what ``state_json`` returned (raise ``KeyError``/``ValueError`` if damaged)."""
+
+    def training_record(self) -> dict[str, Any] | None:
+        """What ``training.json`` holds after a training in this session (None: no file)."""
+        return None
+
+    # -- networks and device -----------------------------------------------
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Named arrays ``predict_block`` can return; the first is the restoration."""
+        return ("restored",)
+
+    def seeded_networks(self) -> dict[str, nn.Module]:
+        """``build_networks()`` with torch seeded by ``train.seed`` (global RNG untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed)
+            return self.build_networks()
+
+    def set_trained(self, networks: dict[str, nn.Module], **state: Any) -> None:
+        """Install trained ``networks`` (and attributes ``state``) for inference."""
+        with self._lock:
+            self.networks = networks
+            for key, value in state.items():
+                setattr(self, key, value)
+            self._device = None
+
+    def require_trained(self) -> dict[str, nn.Module]:
+        """The networks; a user error if the method was neither fitted nor loaded."""
+        if self.networks is None:
+            raise UserInputError(
+                f"the {self.name} method is not trained (call fit(volume) or "
+                "load_method(path) first)"
+            )
+        return self.networks
+
+    def inference_device(self) -> torch.device:
+        """The device of ``inference.device``, with every network moved there in eval mode."""
+        networks = self.require_trained()
+        with self._lock:
+            if self._device is None:
+                self._device = resolve_device(self.config.inference.device)
+                if self._device.type == "cpu":
+                    torch.set_flush_denormal(True)
+                for net in networks.values():
+                    net.to(self._device).eval()
+            return self._device
+
+    @contextlib.contextmanager
+    def inference_context(self, device: torch.device) -> Iterator[None]:
+        """``torch.inference_mode`` plus bf16 autocast on CUDA when ``inference.amp``."""
+        amp = self.config.inference.amp and device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            yield
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """The weights' digest: a blockwise run resumes only with the same networks."""
+        return {"weights": weights_digest(*self.require_trained().values())}
+
+    def with_inference(self, **options: Any) -> Self:
+        """The same trained state with other inference options (validated).
+
+        The copy shares the networks (read-only) with ``self``; its config
+        records the options, so a blockwise run of it is told apart from one
+        of ``self``.
+
+        Raises
+        ------
+        UserInputError
+            If an option is not an inference option (change the config and fit again).
+        """
+        known = type(self.config.inference).model_fields
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise UserInputError(
+                f"with_inference takes inference options only ({', '.join(known)}), got "
+                f"{unknown} (change training options in the config and fit again)"
+            )
+        inference = self.config.inference.model_copy(update=options)
+        config = type(self.config).model_validate(
+            {**self.config.model_dump(), "inference": inference.model_dump()}
+        )
+        return copy_state(self, config)
+
+    # -- pickling (dask.distributed) -----------------------------------------
+
+    def _weights(self) -> Any:
+        # One network: its state dict (the layout of every saved model so far);
+        # several: a mapping by network name.
+        networks = self.require_trained()
+        if len(networks) == 1:
+            return next(iter(networks.values())).state_dict()
+        return {name: net.state_dict() for name, net in networks.items()}
+
+    def _networks_from(self, weights: Any, path: Path) -> dict[str, nn.Module]:
+        networks = self.seeded_networks()
+        if len(networks) == 1:
+            (net,) = networks.values()
+            apply_weights(net, weights, path)
+        else:
+            if not isinstance(weights, Mapping) or set(weights) != set(networks):
+                raise UserInputError(
+                    f"{Path(path) / 'weights.pt'} does not hold the networks "
+                    f"{sorted(networks)} of this config; save the method again"
+                )
+            for name, net in networks.items():
+                apply_weights(net, weights[name], path)
+        for net in networks.values():
+            net.eval()
+        return networks
+
+    def __getstate__(self) -> dict[str, Any]:
+        trained = self.networks is not None
+        return {
+            "config": self.config.model_dump(),
+            "weights": cpu_state(self._weights()) if trained else None,
+            "json": self.state_json() if trained else None,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(self.config_class.model_validate(state["config"]))  # type: ignore[misc]
+        if state["weights"] is not None:
+            networks = self._networks_from(state["weights"], Path("<pickle>"))
+            self.load_state_json(state["json"])
+            self.set_trained(networks)
+
+    # -- persistence ---------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write ``config.json``, ``weights.pt``, the JSON state files and, after
+        training in this session, ``training.json`` into directory ``path``."""
+        self.require_trained()
+        save_trained(
+            path,
+            self.config,
+            self._weights(),
+            json_files=self.state_json(),
+            training=self.training_record() if self.train_result is not None else None,
+        )
+
+    def load_state(self, path: Path) -> None:
+        """Restore what ``save`` wrote (see ``load_method``)."""
+        require_files(path, ("weights.pt", *self.state_files), type(self).__name__)
+        weights = load_weights(path)
+        files = {name: load_json_state(Path(path) / name) for name in self.state_files}
+        networks = self._networks_from(weights, path)
+        try:
+            self.load_state_json(files)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UserInputError(
+                f"{path} holds a corrupt or incomplete model ({exc}); save the method again"
+            ) from exc
+        self.set_trained(networks)
+
+
+def copy_state(method: TrainedMethod, config: TrainedConfig) -> Any:
+    """A method of ``config`` sharing ``method``'s trained state (networks, statistics)."""
+    other = type(method)(config)
+    shared = {k: v for k, v in vars(method).items() if k not in ("config", "_lock", "_device")}
+    vars(other).update(shared)
+    return other

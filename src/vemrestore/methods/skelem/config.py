@@ -1,0 +1,229 @@
+"""Options of SkelEM: the method, its inference and its cycle-consistency fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vemrestore.diffusion import DiffusionConfig
+from vemrestore.methods._base import AxialConfig
+from vemrestore.methods._trained import SamplingConfig, TrainedConfig
+from vemrestore.methods.skeleton import SkeletonConfig
+from vemrestore.train import TrainConfig
+
+__all__ = ["CycleConfig", "SkelEMConfig", "SkelEMInference"]
+
+
+def _default_refiner_train() -> TrainConfig:
+    return TrainConfig(learning_rate=5e-4, loss="l2")
+
+
+def _default_cycle_train() -> TrainConfig:
+    return TrainConfig(
+        num_steps=100,
+        batch_size=1,
+        gpu_batch_multiplier=1,
+        patch_size=32,
+        learning_rate=1e-4,
+        lr_schedule="constant",
+        loss="l1",
+        checkpoint_every=50,
+        validate_every=50,
+    )
+
+
+class SkelEMInference(SamplingConfig):
+    """How a trained SkelEM predicts.
+
+    Attributes
+    ----------
+    mode : {"truncated", "full"}
+        ``truncated``: start from the noised skeleton estimate at ``t0``;
+        ``full``: sample the residual from pure noise (comparison mode).
+    num_inference_steps : int
+        Refiner network calls per plane and sample (default 4; e.g. 50 for ``full``).
+    strength : float
+        ``t0 / T`` of the truncated start (see ``vemrestore.diffusion.sample``).
+        ``num_inference_steps`` and ``strength`` also set ``t0`` for training
+        (the truncated range of timesteps, the cycle fine-tuning start);
+        changed after training (``with_inference``) they still work, off that focus.
+    num_samples : int
+        Samples (seeds) averaged; more than one adds the ``"std"`` output.
+    seed : int
+        Seed of the sampling noise; the same seed gives the same output.
+    consistency_projection : bool
+        Add the data-consistency residual to the result, so that it
+        re-sections exactly onto the observation.
+    halo : int
+        Network context in fine voxels each side of an output region along
+        y, x and the upsampled z (skeleton and refiner together).
+    batch_size : int
+        Planes per refiner call.
+    """
+
+    mode: Literal["truncated", "full"] = "truncated"
+    strength: float = Field(0.3, gt=0.0, le=1.0)
+    consistency_projection: bool = True
+    halo: int = Field(48, ge=0, le=4096)
+
+
+class CycleConfig(BaseModel):
+    """Cycle-consistency fine-tuning of the XZ and YZ refiners on the real volume.
+
+    Attributes
+    ----------
+    crop_sections : int
+        Observed sections per crop whose data consistency is scored; one more
+        section each side gives the networks context.
+    margin : int
+        Lateral context in pixels each side of a crop (not scored).
+    num_crops : int
+        Crops drawn once (their frozen skeleton outputs are computed once);
+        each step takes ``train.batch_size`` of them with fresh noise.
+    consistency_weight : float
+        Weight of the L1 distance between the re-sectioned fused restoration
+        and the observed sections.
+    cross_plane_weight : float
+        Weight of the L1 distance between the XZ and YZ restorations.
+    anchor_weight : float
+        Weight of the L1 distance of each restoration to that of the
+        synthetically trained refiner (same noise): keeps the refiners close
+        to what they learnt.
+    train : TrainConfig
+        Loop options; ``patch_size`` is the crop side in pixels (without
+        margin), ``batch_size`` the crops per step.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    crop_sections: int = Field(4, ge=1, le=256)
+    margin: int = Field(8, ge=0, le=256)
+    num_crops: int = Field(8, ge=1, le=4096)
+    consistency_weight: float = Field(1.0, ge=0.0)
+    cross_plane_weight: float = Field(1.0, ge=0.0)
+    anchor_weight: float = Field(1.0, ge=0.0)
+    train: TrainConfig = Field(default_factory=_default_cycle_train)
+
+
+class SkelEMConfig(TrainedConfig, AxialConfig):
+    """Options of the SkelEM method.
+
+    Attributes
+    ----------
+    profile : {"box", "gaussian"}
+        Slice profile of the axial forward model (training pairs, data
+        consistency); the skeleton uses the same.
+    skeleton : SkeletonConfig, optional
+        The skeleton to train first; default ``SkeletonConfig`` at this
+        ``scale_factor`` and ``profile`` (given as a mapping, those two are
+        filled in; they must match).
+    skeleton_path : pathlib.Path, optional
+        Directory of a trained skeleton (``Skeleton.save``); ``fit`` loads it
+        instead of training one. Exclusive with ``skeleton``.
+    base_channels, depth : int
+        Refiner U-Net width and number of down-samplings.
+    diffusion : DiffusionConfig
+        Noise schedule and prediction target (``epsilon``, ``sample`` = x0,
+        ``v_prediction``) of the refiner.
+    halo_sections : int
+        Extra sections each side so the cubic spline is exact where read.
+    train : TrainConfig
+        Refiner training options (``loss`` is ignored: the diffusion loss is
+        a mean squared error).
+    inference : SkelEMInference
+        Sampling options (old top-level names such as ``num_steps``,
+        ``sample_seed``, ``halo_yx`` and ``planes_per_batch`` still load).
+    pool_size : int
+        Training pairs made once with the frozen skeleton; batches draw from
+        them with random flips, noise and timesteps.
+    truncated_fraction : float
+        Fraction of training timesteps drawn from ``[0, t0]`` (the truncated
+        range); the rest are uniform over all ``T`` levels (the full mode).
+    cycle : CycleConfig, optional
+        Cycle-consistency fine-tuning on the real volume; None skips it.
+    """
+
+    legacy_names: ClassVar[dict[str, str]] = {
+        **TrainedConfig.legacy_names,
+        "num_steps": "num_inference_steps",
+        "sample_seed": "seed",
+        "mode": "mode",
+        "strength": "strength",
+        "num_samples": "num_samples",
+        "consistency_projection": "consistency_projection",
+    }
+
+    method: Literal["skelem"] = "skelem"
+    profile: Literal["box", "gaussian"] = "box"
+    skeleton: SkeletonConfig | None = None
+    skeleton_path: Path | None = None
+    base_channels: int = Field(32, ge=1, le=512)
+    depth: int = Field(3, ge=0, le=6)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    halo_sections: int = Field(8, ge=0, le=256)
+    train: TrainConfig = Field(default_factory=_default_refiner_train)
+    inference: SkelEMInference = Field(default_factory=SkelEMInference)
+    pool_size: int = Field(2048, ge=1, le=1_000_000)
+    truncated_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    cycle: CycleConfig | None = Field(default_factory=CycleConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_skeleton(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        # ``output`` chose one map per model before predict_block returned them all.
+        data = {key: value for key, value in data.items() if key != "output"}
+        # A skeleton given as a mapping inherits the factor and profile it leaves out.
+        if isinstance(data.get("skeleton"), dict):
+            skeleton = dict(data["skeleton"])
+            if "scale_factor" in data:
+                skeleton.setdefault("scale_factor", data["scale_factor"])
+            skeleton.setdefault("profile", data.get("profile", "box"))
+            data["skeleton"] = skeleton
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> SkelEMConfig:
+        if self.skeleton is not None:
+            if self.skeleton_path is not None:
+                raise ValueError(
+                    "give skeleton (options of a skeleton to train) or skeleton_path (a trained "
+                    "one), not both"
+                )
+            if self.skeleton.scale_factor != self.scale_factor:
+                raise ValueError(
+                    f"skeleton.scale_factor={self.skeleton.scale_factor:g} differs from "
+                    f"scale_factor={self.scale_factor:g} (set both alike, or leave "
+                    "skeleton.scale_factor out)"
+                )
+            if self.skeleton.profile != self.profile:
+                raise ValueError(
+                    f"skeleton.profile={self.skeleton.profile!r} differs from "
+                    f"profile={self.profile!r} (set both alike, or leave skeleton.profile out)"
+                )
+        multiple = 2**self.depth
+        if self.train.patch_size % multiple:
+            raise ValueError(
+                f"train.patch_size={self.train.patch_size} must be a multiple of "
+                f"2**depth={multiple} (change patch_size or depth)"
+            )
+        inference = self.inference
+        num, strength = inference.num_inference_steps, inference.strength
+        steps = num if inference.mode == "full" else round(num / strength)
+        if steps > self.diffusion.num_train_timesteps:
+            raise ValueError(
+                f"inference.num_inference_steps={num} at inference.strength={strength:g} "
+                f"needs {steps} of the diffusion.num_train_timesteps="
+                f"{self.diffusion.num_train_timesteps} levels (lower "
+                "inference.num_inference_steps or raise inference.strength)"
+            )
+        return self
+
+    def skeleton_config(self) -> SkeletonConfig:
+        """The skeleton to train: ``skeleton``, or the default one at this factor and profile."""
+        if self.skeleton is not None:
+            return self.skeleton
+        return SkeletonConfig(scale_factor=self.scale_factor, profile=self.profile)

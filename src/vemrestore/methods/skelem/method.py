@@ -1,0 +1,471 @@
+"""The SkelEM method: frozen skeleton, diffusion refiner, cycle consistency, one-pass maps."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch import nn
+
+from vemrestore.degrade._grid import AxialGrid
+from vemrestore.diffusion import (
+    load_scheduler_config,
+    make_scheduler,
+    sampling_timesteps,
+    save_scheduler_config,
+)
+from vemrestore.errors import UserInputError
+from vemrestore.io._volume import Volume
+from vemrestore.methods._base import RESTORED, BlockRequest, register_method
+from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
+from vemrestore.methods._trained import TrainedMethod
+from vemrestore.methods.skelem.config import SkelEMConfig
+from vemrestore.methods.skelem.cycle import fine_tune
+from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
+from vemrestore.methods.skelem.refiner import refine_planes, train_refiner
+from vemrestore.methods.skeleton import Skeleton, fine_block, fine_window
+from vemrestore.models.cond_unet import ConditionalUNet2D
+from vemrestore.normalize import PercentileNormalization
+from vemrestore.train import TrainResult
+
+__all__ = ["CONSISTENCY", "STD", "SkelEM"]
+
+# Output names beside "restored": the data-consistency residual of the
+# unprojected mean, and the per-voxel standard deviation over the samples.
+CONSISTENCY = "consistency"
+STD = "std"
+_OUTPUTS = (RESTORED, CONSISTENCY, STD)
+
+Orientation = Literal["xz", "yz"]
+_ORIENTATION_KEY = {"xz": 0, "yz": 1}
+
+
+@register_method("skelem", SkelEMConfig)
+class SkelEM(TrainedMethod):
+    """Frozen skeleton + few-step diffusion refiner for isotropic reconstruction.
+
+    Parameters
+    ----------
+    config : SkelEMConfig
+
+    Attributes
+    ----------
+    networks : dict of str to ConditionalUNet2D, or None
+        The ``"xz"`` and ``"yz"`` refiners.
+    skeleton : Skeleton or None
+        The frozen skeleton (its own saved method, in ``skeleton/``).
+    residual_scale : float or None
+        RMS of the training residuals; the refiners work in its units.
+    cycle_result : TrainResult or None
+        Loss of the cycle fine-tuning (``cycle_terms``: its terms at each validation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vemrestore.io._volume import Volume
+    >>> from vemrestore.methods import create_method
+    >>> tiny = {"num_steps": 2, "patch_size": 16, "batch_size": 2}
+    >>> method = create_method(
+    ...     "skelem", scale_factor=4, base_channels=4, depth=2, pool_size=4, train=tiny,
+    ...     skeleton={"base_channels": 4, "depth": 2, "train": tiny},
+    ...     cycle={"crop_sections": 2, "margin": 2, "num_crops": 1,
+    ...            "train": {**tiny, "batch_size": 1}})
+    >>> vol = Volume(np.random.default_rng(0).random((12, 32, 32), dtype=np.float32))
+    >>> method = method.fit(vol, progress=False)
+    >>> method.output_shape(vol.shape), method.outputs
+    ((48, 32, 32), ('restored', 'consistency'))
+    """
+
+    name = "skelem"
+    config_class = SkelEMConfig
+    state_files = ("refiner.json",)
+    config: SkelEMConfig
+
+    def __init__(self, config: SkelEMConfig) -> None:
+        super().__init__(config)
+        self.grid = AxialGrid(config.scale_factor)
+        self.skeleton: Skeleton | None = None
+        self.residual_scale: float | None = None
+        self.cycle_result: TrainResult | None = None
+        self.cycle_terms: list[dict[str, float]] = []
+
+    # -- state ---------------------------------------------------------------
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        """The XZ and YZ refiners; both start as the same network."""
+        cfg = self.config
+        refiner = ConditionalUNet2D(1, 2, 1, base_channels=cfg.base_channels, depth=cfg.depth)
+        return {"xz": refiner, "yz": copy.deepcopy(refiner)}
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """``("restored", "consistency")``, plus ``"std"`` when ``inference.num_samples > 1``."""
+        if self.config.inference.num_samples > 1:
+            return _OUTPUTS
+        return (RESTORED, CONSISTENCY)
+
+    def state_json(self) -> dict[str, Any]:
+        networks = self.require_trained()
+        record = {"model": networks["xz"].config, "residual_scale": self.residual_scale}
+        return {"refiner.json": record}
+
+    def load_state_json(self, files: dict[str, Any]) -> None:
+        self.residual_scale = float(files["refiner.json"]["residual_scale"])
+
+    def training_record(self) -> dict[str, Any] | None:
+        if self.train_result is None:
+            return None
+        record = {"refiner": train_record(self.train_result)}
+        if self.cycle_result is not None:
+            record["cycle"] = train_record(self.cycle_result, terms=self.cycle_terms)
+        return record
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """Digest of skeleton and refiners: a blockwise run resumes only with the same networks."""
+        skeleton, _ = self._frozen_skeleton()
+        return {"weights": weights_digest(skeleton.model, *self.require_trained().values())}  # type: ignore[arg-type]
+
+    def _frozen_skeleton(self) -> tuple[Skeleton, PercentileNormalization]:
+        """The skeleton and its normalisation; a user error if the method is untrained."""
+        self.require_trained()
+        assert self.skeleton is not None and self.skeleton.normalization is not None
+        return self.skeleton, self.skeleton.normalization
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "skeleton": self.skeleton}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.skeleton = state["skeleton"]
+
+    # -- training ------------------------------------------------------------
+
+    def fit(
+        self,
+        volume: Volume,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> SkelEM:
+        """Train (or load) the skeleton, freeze it, train the refiner, fine-tune it on the volume.
+
+        Runs ``fit_refiner`` and then, unless ``config.cycle`` is None, ``fit_cycle``.
+
+        Parameters
+        ----------
+        volume : Volume
+            The anisotropic stack, shape (Z, Y, X) with Z sections of
+            ``scale_factor`` fine slices each (loaded into memory).
+        checkpoint_dir : pathlib.Path, optional
+            Checkpoints go to its ``skeleton``, ``refiner`` and ``cycle`` subfolders.
+        resume : bool
+            Continue each stage from its checkpoint.
+        progress : bool
+            Show progress bars.
+
+        Returns
+        -------
+        SkelEM
+            ``self``, trained.
+
+        Raises
+        ------
+        UserInputError
+            If the volume is too small, or ``skeleton_path`` holds no matching skeleton.
+        """
+        options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
+        self.fit_refiner(volume, **options)
+        if self.config.cycle is not None:
+            self.fit_cycle(volume, **options)
+        return self
+
+    def fit_refiner(
+        self,
+        volume: Volume,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> SkelEM:
+        """Stages 1-2: the frozen skeleton, then the refiner on synthetic XY pairs.
+
+        Both orientations start with the same refiner. ``train_result`` holds
+        the refiner's diffusion loss (its validation loss on held-out sections).
+        Parameters as in ``fit``; ``checkpoint_dir`` gets ``skeleton`` and
+        ``refiner`` subfolders.
+        """
+        skeleton = self._fit_skeleton(volume, _stage(checkpoint_dir, "skeleton"), resume, progress)
+        skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
+        refiner = self.seeded_networks()["xz"]
+        scale, result = train_refiner(
+            refiner,  # type: ignore[arg-type]
+            skeleton,
+            skeleton.normalization.apply(volume.to_numpy()),  # type: ignore[union-attr]
+            config=self.config,
+            truncated_start=self._truncated_start(),
+            checkpoint_dir=_stage(checkpoint_dir, "refiner"),
+            resume=resume,
+            progress=progress,
+        )
+        self.set_trained(
+            {"xz": refiner, "yz": copy.deepcopy(refiner)},
+            skeleton=skeleton,
+            residual_scale=scale,
+            train_result=result,
+            cycle_result=None,
+            cycle_terms=[],
+        )
+        return self
+
+    def fit_cycle(
+        self,
+        volume: Volume,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> SkelEM:
+        """Stage 3: fine-tune the XZ and YZ refiners for cycle consistency on the real volume.
+
+        Needs ``fit_refiner`` (or a loaded method) first and ``config.cycle``.
+        ``cycle_result`` holds the loss; its ``val_losses`` start before
+        fine-tuning (fixed crops and noise), and ``cycle_terms`` holds the
+        data-consistency, cross-plane and anchor terms at each validation.
+        Parameters as in ``fit``; ``checkpoint_dir`` gets a ``cycle`` subfolder.
+
+        Raises
+        ------
+        UserInputError
+            If the method is untrained, ``config.cycle`` is None, or the
+            volume is smaller than a crop.
+        """
+        skeleton, normalization = self._frozen_skeleton()
+        refiners = self.require_trained()
+        if self.config.cycle is None:
+            raise UserInputError(
+                "config.cycle is None, so there is nothing to fine-tune (set cycle options, "
+                "e.g. cycle={'train': {'num_steps': 100}})"
+            )
+        with self._lock:
+            tuned = {
+                name: copy.deepcopy(net).requires_grad_(True) for name, net in refiners.items()
+            }
+        result, terms = fine_tune(
+            refiners,  # type: ignore[arg-type]
+            tuned,  # type: ignore[arg-type]
+            skeleton,
+            normalization.apply(volume.to_numpy()),
+            config=self.config,
+            start=self._truncated_start(),
+            residual_scale=self.residual_scale,  # type: ignore[arg-type]
+            checkpoint_dir=_stage(checkpoint_dir, "cycle"),
+            resume=resume,
+            progress=progress,
+        )
+        self.set_trained(tuned, cycle_result=result, cycle_terms=terms)
+        return self
+
+    def _fit_skeleton(
+        self, volume: Volume, checkpoint_dir: Path | None, resume: bool, progress: bool
+    ) -> Skeleton:
+        cfg = self.config
+        if cfg.skeleton_path is None:
+            skeleton = Skeleton(cfg.skeleton_config())
+            return skeleton.fit(
+                volume, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress
+            )
+        skeleton = _load_skeleton(cfg.skeleton_path)
+        found = (skeleton.config.scale_factor, skeleton.config.profile)
+        if found != (cfg.scale_factor, cfg.profile):
+            raise UserInputError(
+                f"skeleton_path={str(cfg.skeleton_path)!r} was trained for scale factor "
+                f"{found[0]:g} and profile {found[1]!r}, this method has {cfg.scale_factor:g} "
+                f"and {cfg.profile!r} (use a matching skeleton)"
+            )
+        return skeleton
+
+    def _truncated_start(self) -> int:
+        """``t0``: the first timestep of the truncated sampler (whatever ``mode`` is)."""
+        cfg = self.config
+        steps = sampling_timesteps(
+            make_scheduler(cfg.diffusion),
+            cfg.inference.num_inference_steps,
+            strength=cfg.inference.strength,
+        )
+        return int(steps[0])
+
+    # -- geometry ------------------------------------------------------------
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.grid.output_shape(input_shape)
+
+    def output_voxel_size(
+        self, voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        return self.grid.output_voxel_size(voxel_size)
+
+    def _multiple(self) -> int:
+        """Pooling size both networks need the window aligned to (a power of two)."""
+        skeleton_depth = (
+            self.skeleton.config.depth
+            if self.skeleton is not None
+            else self.config.skeleton_config().depth
+        )
+        return 2 ** max(skeleton_depth, self.config.depth)
+
+    def input_region(
+        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
+    ) -> tuple[slice, slice, slice]:
+        return fine_window(
+            self.grid,
+            output_region,
+            input_shape,
+            halo=self.config.inference.halo,
+            multiple=self._multiple(),
+            halo_sections=self.config.halo_sections,
+        )
+
+    # -- prediction ----------------------------------------------------------
+
+    def _refine(
+        self,
+        name: Orientation,
+        cond: np.ndarray,
+        origin: tuple[np.ndarray, int, int],
+        sample_index: int,
+    ) -> np.ndarray:
+        """Sampled residuals (P, H, W) in normalised units (see ``refine_planes``)."""
+        device = self.inference_device()
+        residual = refine_planes(
+            self.require_trained()[name],  # type: ignore[arg-type]
+            cond,
+            config=self.config,
+            key=(sample_index, _ORIENTATION_KEY[name]),
+            origin=origin,
+            device=device,
+            context=lambda: self.inference_context(device),
+        )
+        return residual * np.float32(self.residual_scale)
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
+        """Restore ``request.output_region``, with its maps, from a block with halo.
+
+        All outputs come from one sampling pass (``num_samples`` samples of
+        ``num_inference_steps`` refiner calls per plane batch and orientation).
+
+        Parameters
+        ----------
+        block : numpy.ndarray, shape (Z, Y, X)
+            Input sections starting at ``request.input_start``; should cover
+            ``input_region(request.output_region, ...)``.
+        request : BlockRequest
+            ``outputs`` may name ``"restored"``, ``"consistency"`` and ``"std"``.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray of float32, shape ``request.output_shape``
+            ``"restored"``: the restoration (mean over samples); ``"consistency"``:
+            the data-consistency residual of the unprojected mean; ``"std"``: the
+            per-voxel standard deviation over samples (zero for one sample);
+            input intensity units.
+        """
+        unknown = sorted(set(request.outputs) - set(_OUTPUTS))
+        if unknown:
+            raise ValueError(f"skelem has no outputs {unknown} (it has {', '.join(_OUTPUTS)})")
+        skeleton, normalization = self._frozen_skeleton()
+        cfg = self.config
+        fine, (f_lo, y_lo, x_lo) = fine_block(
+            self.grid,
+            block,
+            request,
+            normalization,
+            halo=cfg.inference.halo,
+            multiple=self._multiple(),
+        )
+        zs, ys, xs = request.output_region
+        z0, y0, x0 = request.input_start
+        oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
+        xz_stack = fine.transpose(1, 0, 2)  # XZ planes (one per y), pixels (z, x)
+        yz_stack = fine.transpose(2, 0, 1)  # YZ planes (one per x), pixels (z, y)
+        skel_xz = skeleton.predict_planes(xz_stack, range(oy.start, oy.stop))
+        skel_yz = skeleton.predict_planes(yz_stack, range(ox.start, ox.stop))
+        cond_xz = np.stack([skel_xz, xz_stack[oy]], axis=1)
+        cond_yz = np.stack([skel_yz, yz_stack[ox]], axis=1)
+        weights, inside = local_sectioning(
+            self.grid,
+            cfg.profile,
+            fine_start=f_lo,
+            fine_stop=f_lo + fine.shape[0],
+            section_start=z0,
+            num_sections=block.shape[0],
+        )
+        observed = normalization.apply(
+            block[inside, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        )
+        restored, raw = Moments(), Moments()
+        for index in range(cfg.inference.num_samples):
+            r_xz = self._refine("xz", cond_xz, (np.arange(ys.start, ys.stop), f_lo, x_lo), index)
+            r_yz = self._refine("yz", cond_yz, (np.arange(xs.start, xs.stop), f_lo, y_lo), index)
+            v_xz = (skel_xz + r_xz).transpose(1, 0, 2)[:, :, ox]
+            v_yz = (skel_yz + r_yz).transpose(1, 2, 0)[:, oy, :]
+            fused = 0.5 * (v_xz + v_yz)
+            raw.add(fused)
+            if cfg.inference.consistency_projection:
+                fused = fused + consistency_correction(fused, observed, weights)
+            restored.add(fused)
+        assert restored.mean is not None and raw.mean is not None  # num_samples >= 1
+        z_out = slice(zs.start - f_lo, zs.stop - f_lo)
+        span = np.float32(normalization.high - normalization.low)
+        out = {}
+        if RESTORED in request.outputs:
+            out[RESTORED] = normalization.invert(restored.mean[z_out])
+        if CONSISTENCY in request.outputs:
+            out[CONSISTENCY] = consistency_correction(raw.mean, observed, weights)[z_out] * span
+        if STD in request.outputs:
+            out[STD] = restored.std()[z_out] * span
+        return out
+
+    # -- persistence ---------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write ``config.json``, ``weights.pt`` (both refiners' state_dicts), ``refiner.json``,
+        ``scheduler_config.json`` (diffusers format) and the skeleton in ``skeleton/``.
+
+        A ``training.json`` with the loss histories is added when the method
+        was trained in this session.
+        """
+        skeleton, _ = self._frozen_skeleton()
+        super().save(path)
+        save_scheduler_config(self.config.diffusion, path)
+        skeleton.save(Path(path) / "skeleton")
+
+    def load_state(self, path: Path) -> None:
+        """Restore the skeleton, refiners and scale written by ``save`` (see ``load_method``)."""
+        path = Path(path)
+        require_files(path, ("weights.pt", *self.state_files, "skeleton"), "SkelEM")
+        if load_scheduler_config(path) != self.config.diffusion:
+            raise UserInputError(
+                f"{path / 'scheduler_config.json'} disagrees with the diffusion options in "
+                f"{path / 'config.json'} (save the method again)"
+            )
+        self.skeleton = _load_skeleton(path / "skeleton")
+        super().load_state(path)
+
+
+def _stage(checkpoint_dir: Path | None, name: str) -> Path | None:
+    """Checkpoint folder of one training stage (None without ``checkpoint_dir``)."""
+    return None if checkpoint_dir is None else Path(checkpoint_dir) / name
+
+
+def _load_skeleton(path: Path) -> Skeleton:
+    """The trained skeleton saved in ``path`` (``Skeleton.save``)."""
+    skeleton = load_method(path)
+    if not isinstance(skeleton, Skeleton):
+        raise UserInputError(
+            f"{path} holds a {type(skeleton).__name__}, not a skeleton (pass a directory "
+            "written by `vemrestore train skeleton`)"
+        )
+    return skeleton

@@ -1,0 +1,273 @@
+"""The diffusion refiner of SkelEM: its training pairs and the sampling of its residual."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vemrestore.diffusion import diffusion_target, make_scheduler, sample
+from vemrestore.methods.skelem.config import SkelEMConfig
+from vemrestore.methods.skelem.noise import keyed_normal
+from vemrestore.methods.skeleton import PairSampler, Skeleton
+from vemrestore.models.cond_unet import ConditionalUNet2D
+from vemrestore.models.unet2d import pad_to_multiple
+from vemrestore.train import TrainResult, fit_model, fixed_validation, holdout_sections
+
+__all__ = [
+    "PackedDenoiser",
+    "RefinerPairs",
+    "refine_planes",
+    "skeleton_pairs",
+    "train_refiner",
+]
+
+# Patches per skeleton call when the refiner's training pool is made.
+_POOL_BATCH = 32
+# Validation patches of the refiner, in multiples of the batch size.
+_VALIDATION_BATCHES = 4
+# Smallest residual scale (normalised units), for volumes the skeleton fits exactly.
+_MIN_RESIDUAL_SCALE = 1e-3
+
+
+class PackedDenoiser(nn.Module):
+    """The refiner seen by ``fit_model``: one input tensor ``[x_t, cond..., t]``.
+
+    The last channel holds the timestep (constant over the patch).
+    """
+
+    def __init__(self, refiner: ConditionalUNet2D) -> None:
+        super().__init__()
+        self.refiner = refiner
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        timesteps = packed[:, -1, 0, 0].round().long()
+        return self.refiner(packed[:, :1], timesteps, packed[:, 1:-1])
+
+
+class RefinerPairs:
+    """Noised residual batches from a pool of (conditioning, residual) patches."""
+
+    def __init__(
+        self,
+        cond: np.ndarray,
+        residual: np.ndarray,
+        *,
+        scheduler: Any,
+        truncated_start: int,
+        truncated_fraction: float,
+    ) -> None:
+        self.cond = cond
+        self.residual = residual
+        self.scheduler = scheduler
+        self.truncated_start = truncated_start
+        self.truncated_fraction = truncated_fraction
+
+    def pack(
+        self, idx: np.ndarray, timesteps: np.ndarray, noise: np.ndarray, flips: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cond, residual = self.cond[idx].copy(), self.residual[idx].copy()
+        for axis, column in ((-2, 0), (-1, 1)):
+            chosen = flips[:, column]
+            cond[chosen] = np.flip(cond[chosen], axis)
+            residual[chosen] = np.flip(residual[chosen], axis)
+        x0, eps = torch.from_numpy(residual), torch.from_numpy(noise)
+        t = torch.from_numpy(timesteps.astype(np.int64))
+        noisy = self.scheduler.add_noise(x0, eps, t)
+        target = diffusion_target(self.scheduler, x0, eps, t)
+        t_channel = t.float()[:, None, None, None].expand_as(noisy)
+        return torch.cat([noisy, torch.from_numpy(cond), t_channel], dim=1), target.float()
+
+    def sample_batch(
+        self, rng: np.random.Generator, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = rng.integers(len(self.cond), size=batch_size)
+        total = int(self.scheduler.config.num_train_timesteps)
+        truncated = rng.random(batch_size) < self.truncated_fraction
+        timesteps = np.where(
+            truncated,
+            rng.integers(self.truncated_start + 1, size=batch_size),
+            rng.integers(total, size=batch_size),
+        )
+        noise = rng.standard_normal((batch_size, *self.residual.shape[1:]), dtype=np.float32)
+        flips = rng.integers(2, size=(batch_size, 2)).astype(bool)
+        return self.pack(idx, timesteps, noise, flips)
+
+
+def skeleton_pairs(
+    skeleton: Skeleton,
+    sections: np.ndarray,
+    section_ids: np.ndarray,
+    *,
+    num: int,
+    patch_size: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(conditioning (N, 2, P, P), residual (N, 1, P, P)) from XY pairs and the frozen skeleton.
+
+    Conditioning is [skeleton output, cubic input]; residual = sharp - skeleton output.
+    """
+    cfg = skeleton.config
+    sampler = PairSampler(
+        sections,
+        section_ids,
+        scale_factor=cfg.scale_factor,
+        profile=cfg.profile,
+        patch_size=patch_size,
+        context_planes=cfg.context_planes,
+    )
+    inputs, targets = sampler.draw(rng, num)
+    device = skeleton.inference_device()
+    model = skeleton.model
+    assert model is not None  # inference_device() checked that the skeleton is trained
+    centre = cfg.context_planes
+    skeleton_residual = np.empty_like(targets)
+    for start in range(0, num, _POOL_BATCH):
+        x = torch.from_numpy(inputs[start : start + _POOL_BATCH]).to(device)
+        with torch.inference_mode():
+            out = model(pad_to_multiple(x, model.size_multiple))[..., :patch_size, :patch_size]
+        skeleton_residual[start : start + _POOL_BATCH] = out.float().cpu().numpy()
+    cubic = inputs[:, centre : centre + 1]
+    cond = np.concatenate([cubic + skeleton_residual, cubic], axis=1)
+    return cond, targets - skeleton_residual
+
+
+def train_refiner(
+    refiner: ConditionalUNet2D,
+    skeleton: Skeleton,
+    sections: np.ndarray,
+    *,
+    config: SkelEMConfig,
+    truncated_start: int,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    progress: bool,
+) -> tuple[float, TrainResult]:
+    """Train ``refiner`` in place on what the frozen skeleton leaves of XY pairs.
+
+    ``sections`` is the normalised stack. The residuals are scaled to unit
+    RMS; returns that scale and the diffusion loss (validated on held-out
+    sections).
+    """
+    cfg = config
+    train_ids, val_ids = holdout_sections(len(sections))
+    scheduler = make_scheduler(cfg.diffusion)
+    options = {"scheduler": scheduler, "truncated_start": truncated_start}
+    options["truncated_fraction"] = cfg.truncated_fraction
+    cond, residual = skeleton_pairs(
+        skeleton,
+        sections,
+        train_ids,
+        num=cfg.pool_size,
+        patch_size=cfg.train.patch_size,
+        rng=np.random.default_rng([cfg.train.seed, 3]),
+    )
+    scale = max(float(np.sqrt(np.mean(residual.astype(np.float64) ** 2))), _MIN_RESIDUAL_SCALE)
+    sampler = RefinerPairs(cond, residual / np.float32(scale), **options)
+    val_rng = np.random.default_rng([cfg.train.seed, 4])
+    num_val = _VALIDATION_BATCHES * cfg.train.batch_size
+    val_cond, val_residual = skeleton_pairs(
+        skeleton, sections, val_ids, num=num_val, patch_size=cfg.train.patch_size, rng=val_rng
+    )
+    val_batch = RefinerPairs(val_cond, val_residual / np.float32(scale), **options).sample_batch(
+        val_rng, num_val
+    )
+    result = fit_model(
+        PackedDenoiser(refiner),
+        sample_batch=sampler.sample_batch,
+        loss_fn=F.mse_loss,
+        config=cfg.train,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        validate=fixed_validation([val_batch], F.mse_loss),
+        progress=progress,
+    )
+    refiner.requires_grad_(False).eval()
+    return scale, result
+
+
+def refine_planes(
+    refiner: ConditionalUNet2D,
+    cond: np.ndarray,
+    *,
+    config: SkelEMConfig,
+    key: tuple[int, int],
+    origin: tuple[np.ndarray, int, int],
+    device: torch.device,
+    context: Callable[[], AbstractContextManager[Any]],
+) -> np.ndarray:
+    """Sampled residuals (P, H, W), in residual-scale units, of planes with ``cond`` (P, 2, H, W).
+
+    ``config.inference`` sets the sampler and the planes per call. The
+    starting noise is keyed by ``config.inference.seed``, ``key`` (sample
+    index, orientation) and ``origin``: the absolute plane indices (P,) and
+    the absolute row and column of pixel (0, 0). ``context()`` wraps every
+    refiner call (e.g. autocast).
+    """
+    inference = config.inference
+    planes, rows, cols = origin
+    num, _, height, width = cond.shape
+    multiple = refiner.size_multiple
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    out = np.empty((num, height, width), np.float32)
+    for start in range(0, num, inference.batch_size):
+        stop = min(start + inference.batch_size, num)
+        c = pad_to_multiple(torch.from_numpy(cond[start:stop]).to(device), multiple)
+        noise = keyed_normal(
+            inference.seed,
+            *key,
+            planes[start:stop],
+            np.arange(rows, rows + padded_h),
+            np.arange(cols, cols + padded_w),
+        )
+
+        def denoise(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor = c) -> torch.Tensor:
+            with context():
+                return refiner(x, t, c)
+
+        with torch.inference_mode():
+            residual = _sample_residual(denoise, torch.from_numpy(noise).to(device), config)
+        out[start:stop] = residual[:, 0, :height, :width].float().cpu().numpy()
+    return out
+
+
+def _sample_residual(
+    denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    config: SkelEMConfig,
+) -> torch.Tensor:
+    """Residual (N, 1, H, W) sampled with ``num_inference_steps`` calls of ``denoise(x_t, t)``.
+
+    ``noise`` (N, 1, H, W) is the starting noise, the only noise drawn.
+    """
+    inference = config.inference
+    scheduler = make_scheduler(config.diffusion)  # one per call: set_timesteps mutates it
+
+    def fixed_noise(k: int, shape: tuple[int, ...]) -> torch.Tensor:
+        if k != 0:
+            raise RuntimeError("the refiner draws only the starting noise")
+        return noise
+
+    if inference.mode == "full":
+        return sample(
+            denoise,
+            scheduler=scheduler,
+            num_steps=inference.num_inference_steps,
+            shape=noise.shape,
+            noise_fn=fixed_noise,
+            device=noise.device,
+        )
+    return sample(
+        denoise,
+        scheduler=scheduler,
+        num_steps=inference.num_inference_steps,
+        init=torch.zeros_like(noise),
+        strength=inference.strength,
+        noise_fn=fixed_noise,
+    )

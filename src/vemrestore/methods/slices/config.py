@@ -1,0 +1,212 @@
+"""Options of the slice restorers: classical interpolation and the diffusion model.
+
+Sections are restored in place: the output grid is the input grid, so no
+slice config has a ``scale_factor`` (an old config's ``scale_factor: 1``
+is dropped on load).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from vemrestore.diffusion import DiffusionConfig
+from vemrestore.methods._base import MethodConfig
+from vemrestore.methods._trained import SamplingConfig, TrainedConfig
+from vemrestore.train import TrainConfig
+
+__all__ = [
+    "ClassicalSliceConfig",
+    "DiffusionSlicesConfig",
+    "FlowSlicesConfig",
+    "LinearSlicesConfig",
+    "SliceConfig",
+    "SlicesInference",
+]
+
+
+class SliceConfig(MethodConfig):
+    """Options shared by the slice methods (the restored grid equals the input grid)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_scale_factor(cls, data: Any) -> Any:
+        # Configs saved before the axial grid was unified hold ``scale_factor: 1``.
+        if not isinstance(data, dict) or "scale_factor" not in data:
+            return data
+        data = dict(data)
+        value = data.pop("scale_factor")
+        if value != 1:
+            raise ValueError(
+                f"scale_factor={value!r}: slice methods restore sections in place on the "
+                "input grid and take no scale_factor (remove it)"
+            )
+        return data
+
+
+class ClassicalSliceConfig(SliceConfig):
+    """Options of an interpolating slice restorer.
+
+    Attributes
+    ----------
+    halo : int
+        Pixels of context each side of a block in y and x (old name ``halo_yx``).
+    """
+
+    halo: int = Field(0, ge=0, le=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename_halo(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "halo_yx" not in data:
+            return data
+        data = dict(data)
+        value = data.pop("halo_yx")
+        if data.setdefault("halo", value) != value:
+            raise ValueError(
+                f"halo_yx={value!r} (the old name of halo) contradicts halo={data['halo']!r} "
+                "(keep only halo)"
+            )
+        return data
+
+
+class LinearSlicesConfig(ClassicalSliceConfig):
+    """Linear interpolation along z (no options)."""
+
+    method: Literal["slices-linear"] = "slices-linear"
+
+
+class FlowSlicesConfig(ClassicalSliceConfig):
+    """Optical-flow interpolation; TV-L1 options of ``skimage.registration.optical_flow_tvl1``."""
+
+    method: Literal["slices-flow"] = "slices-flow"
+    halo: int = Field(32, ge=0, le=4096)
+    attachment: float = Field(15.0, gt=0)
+    tightness: float = Field(0.3, gt=0)
+    num_warp: int = Field(5, ge=1, le=100)
+    num_iter: int = Field(10, ge=1, le=1000)
+    tol: float = Field(1e-4, gt=0)
+    prefilter: bool = False
+
+
+class SlicesInference(SamplingConfig):
+    """How the diffusion restorer samples.
+
+    Attributes
+    ----------
+    halo : int
+        Context each side of a block in y and x; at least the network's
+        receptive field (72 px at the default size), so that blocks give the
+        same result as whole sections (old name ``halo_yx``).
+    num_inference_steps : int
+        DDIM sampling steps (network calls) per restored run (old name
+        ``num_steps``). 1 returns the network's estimate of the mean given
+        the neighbours (highest PSNR and SSIM on held-out sections of the
+        training stacks, ISBI 2012); more steps draw a sample with sharper,
+        more realistic texture whose unpredictable detail costs PSNR (the
+        perception-distortion trade-off).
+    strength : float
+        1: sample from pure noise; below 1: start from the linear estimate
+        noised to about ``strength * T`` (truncated sampling).
+    num_samples : int
+        Samples averaged per run (more: closer to the mean, smoother, slower).
+    seed : int
+        Seed of the sampling noise (drawn per position, so blocks agree).
+    """
+
+    halo: int = Field(72, ge=0, le=4096)
+    num_inference_steps: int = Field(1, ge=1, le=1000)
+    num_samples: int = Field(1, ge=1, le=64)
+
+
+def _default_diffusion() -> DiffusionConfig:
+    return DiffusionConfig(prediction_type="sample")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        num_steps=1200,
+        batch_size=4,
+        patch_size=64,
+        learning_rate=1e-3,
+        lr_schedule="one-cycle",
+        loss="l2",
+        validate_every=200,
+        checkpoint_every=200,
+    )
+
+
+class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
+    """Options of the diffusion restorer.
+
+    Attributes
+    ----------
+    num_context : int
+        Given sections used on each side of a gap.
+    base_channels, depth, stem_patch, num_heads, attention_heads : int
+        Network size (see ``AnisotropicDenoiser3D``: channels after the
+        stem, in-plane down-samplings, stem patch, output heads, heads of the
+        boundary attention).
+    max_gap : int
+        Longest run of consecutive sections hidden during training; longer
+        runs are restored too, with less accuracy.
+    region_probability : float
+        Share of single-section training samples that hide random regions
+        rather than the whole section.
+    diffusion : DiffusionConfig
+        Noise schedule and prediction type (``sample``: the network predicts
+        the correction to linear interpolation).
+    train : TrainConfig
+        Training options (``train.num_steps``: training steps).
+    inference : SlicesInference
+        Sampling options; the old top-level ``halo_yx``, ``num_steps``,
+        ``strength``, ``num_samples`` and ``seed`` still load into it.
+    """
+
+    legacy_names: ClassVar[dict[str, str]] = {
+        **TrainedConfig.legacy_names,
+        "num_steps": "num_inference_steps",
+        "strength": "strength",
+        "num_samples": "num_samples",
+        "seed": "seed",
+    }
+
+    method: Literal["slices-diffusion"] = "slices-diffusion"
+    num_context: int = Field(1, ge=1, le=4)
+    base_channels: int = Field(16, ge=4, le=256)
+    depth: int = Field(2, ge=0, le=4)
+    stem_patch: int = Field(2, ge=1, le=8)
+    num_heads: int = Field(3, ge=1, le=8)
+    attention_heads: int = Field(4, ge=1, le=32)
+    max_gap: int = Field(2, ge=1, le=8)
+    region_probability: float = Field(0.3, ge=0.0, le=1.0)
+    diffusion: DiffusionConfig = Field(default_factory=_default_diffusion)
+    train: TrainConfig = Field(default_factory=_default_train)
+    inference: SlicesInference = Field(default_factory=SlicesInference)
+
+    @property
+    def size_multiple(self) -> int:
+        """In-plane size the network's pooling needs: ``stem_patch * 2**depth``."""
+        return self.stem_patch * 2**self.depth
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> DiffusionSlicesConfig:
+        multiple = self.size_multiple
+        if self.train.patch_size % multiple:
+            raise ValueError(
+                f"train.patch_size={self.train.patch_size} must be a multiple of "
+                f"stem_patch * 2**depth = {multiple} (change patch_size, stem_patch or depth)"
+            )
+        if self.base_channels % self.attention_heads:
+            raise ValueError(
+                f"base_channels={self.base_channels} must be a multiple of "
+                f"attention_heads={self.attention_heads}"
+            )
+        steps = self.inference.num_inference_steps
+        if steps > self.diffusion.num_train_timesteps:
+            raise ValueError(
+                f"inference.num_inference_steps={steps} exceeds diffusion.num_train_timesteps="
+                f"{self.diffusion.num_train_timesteps}"
+            )
+        return self
