@@ -190,23 +190,16 @@ def prepare_slices(
     return restorer, report  # type: ignore[return-value]
 
 
-def restore_slices(
-    volume: Volume,
-    *,
-    missing: Sequence[int] | None = None,
-    mask: Any = None,
-    detect: bool = False,
-    method: Literal["linear", "flow", "diffusion"] = "diffusion",
-    model_dir: Path | None = None,
-    train_steps: int | None = None,
-    seed: int = 0,
-    options: dict[str, Any] | None = None,
-    detect_options: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> tuple[np.ndarray, SliceReport]:
+def restore_slices(volume: Volume, **options: Any) -> tuple[np.ndarray, SliceReport]:
     """Restore missing and damaged sections of a stack held in memory.
 
-    Parameters are those of ``prepare_slices``.
+    Parameters
+    ----------
+    volume : Volume
+        The stack, shape (Z, Y, X).
+    **options
+        Keyword options of ``prepare_slices`` (``missing``, ``mask``,
+        ``detect``, ``method``, ...).
 
     Returns
     -------
@@ -227,19 +220,7 @@ def restore_slices(
     >>> report.restored_sections, bool(np.allclose(out[2], (stack[1] + stack[3]) / 2))
     ([2], True)
     """
-    restorer, report = prepare_slices(
-        volume,
-        missing=missing,
-        mask=mask,
-        detect=detect,
-        method=method,
-        model_dir=model_dir,
-        train_steps=train_steps,
-        seed=seed,
-        options=options,
-        detect_options=detect_options,
-        progress=progress,
-    )
+    restorer, report = prepare_slices(volume, **options)
     start = time.perf_counter()
     restored = predict_array(restorer, volume.data)  # type: ignore[arg-type]
     report.seconds = time.perf_counter() - start

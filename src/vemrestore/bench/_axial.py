@@ -27,15 +27,6 @@ from vemrestore.metrics import (
     structural_similarity,
 )
 
-__all__ = [
-    "AxialResult",
-    "benchmark_volume",
-    "format_table",
-    "run_axial_benchmark",
-    "save_results",
-    "score_restoration",
-]
-
 log = logging.getLogger(__name__)
 
 AXIAL_SECTOR_DEG = 30.0

@@ -217,11 +217,26 @@ ModelOut = Annotated[Path, typer.Option("--out", help="Model directory to write.
 Resume = Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")]
 
 
-def _train_and_save(name: str, src: str, out: Path, **options) -> None:
-    """Train method ``name`` on ``src`` (configured by ``options``) and save it to ``out``."""
+def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
+    """Train method ``name`` on ``src`` and save it to ``out``.
+
+    ``common`` is (factor, steps, config, resume, channel); ``options`` are
+    method options (``api.train``'s keywords).
+    """
     from vemrestore import api
 
-    api.train(name, src, out, **options)
+    factor, steps, config, resume, channel = common
+    api.train(
+        name,
+        src,
+        out,
+        factor=factor,
+        steps=steps,
+        config=config,
+        resume=resume,
+        channel=channel,
+        **options,
+    )
     typer.echo(f"saved model to {out}")
 
 
@@ -236,16 +251,7 @@ def train_skeleton(
     channel: Channel = None,
 ) -> None:
     """Train the skeleton network on the volume's own XY slices."""
-    _train_and_save(
-        "skeleton",
-        src,
-        out,
-        channel=channel,
-        resume=resume,
-        factor=factor,
-        steps=steps,
-        config=config,
-    )
+    _train_and_save("skeleton", src, out, factor, steps, config, resume, channel)
 
 
 @train_app.command("skelem")
@@ -268,11 +274,7 @@ def train_skelem(
         "skelem",
         src,
         out,
-        channel=channel,
-        resume=resume,
-        factor=factor,
-        steps=steps,
-        config=config,
+        *(factor, steps, config, resume, channel),
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
     )

@@ -236,14 +236,14 @@ class SliceDamage:
         Parameters
         ----------
         volume : numpy.ndarray, shape (Z, Y, X)
-            Left unchanged.
+            Left unchanged: the damage is applied to a float32 copy, returned
+            with the exact masks of what was done.
         rng : int or numpy.random.Generator, optional
             Chooses slices, kinds and shapes.
 
         Returns
         -------
-        damaged : numpy.ndarray of float32, shape (Z, Y, X)
-        info : DamageInfo
+        damaged, info : numpy.ndarray of float32 (Z, Y, X), DamageInfo
 
         Raises
         ------

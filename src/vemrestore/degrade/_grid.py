@@ -44,6 +44,8 @@ class AxialGrid:
     >>> grid = AxialGrid(4)
     >>> grid.centres(3).tolist(), grid.num_fine(3), grid.num_sections(13)
     ([1.5, 5.5, 9.5], 12, 3)
+    >>> AxialGrid(2.5).first_fine(1), AxialGrid(2.5).fine_at(1)
+    (3, 2)
     >>> grid.to_section([1.5, 5.5]).tolist()
     [0.0, 1.0]
     """
@@ -64,6 +66,10 @@ class AxialGrid:
     def first_fine(self, section: int) -> int:
         """First fine slice whose index is at or after the start of ``section``."""
         return math.ceil(section * self.scale_factor - _EPS)
+
+    def fine_at(self, section: int) -> int:
+        """The fine slice in which ``section`` starts."""
+        return math.floor(section * self.scale_factor + _EPS)
 
     def centres(self, num_sections: int, start: int = 0) -> np.ndarray:
         """Centres of sections ``start .. start + num_sections - 1`` in fine index units."""

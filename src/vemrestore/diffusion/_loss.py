@@ -53,12 +53,12 @@ def predicted_original_sample(
 
     Parameters
     ----------
-    scheduler : diffusers.DDIMScheduler
     model_output : torch.Tensor, shape (N, ...)
         Noise, ``x0`` or velocity, as the scheduler's ``prediction_type`` says.
     noisy : torch.Tensor, shape (N, ...)
         The network input ``x_t``.
-    timesteps : torch.Tensor of int64, shape (N,)
+    scheduler, timesteps
+        As in ``diffusion_target``.
 
     Returns
     -------

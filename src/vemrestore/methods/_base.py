@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -17,23 +18,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vemrestore.degrade._grid import MAX_SCALE_FACTOR
+from vemrestore.degrade._grid import MAX_SCALE_FACTOR, AxialGrid
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
-
-__all__ = [
-    "RESTORED",
-    "AxialConfig",
-    "BlockRequest",
-    "Method",
-    "MethodConfig",
-    "available_methods",
-    "create_method",
-    "get_method",
-    "method_config_class",
-    "register_method",
-]
-
 
 # Name of the restoration among a method's outputs (always its first).
 RESTORED = "restored"
@@ -116,6 +103,30 @@ class Method(Protocol):
     # config that changes the output; the engine resumes a run only if it matches.
 
 
+class AxialMethod:
+    """The geometry of an axial method: its output is the input on the fine z grid.
+
+    A subclass gives ``config`` (an ``AxialConfig``) and ``input_region``.
+    """
+
+    config: AxialConfig
+
+    @cached_property
+    def grid(self) -> AxialGrid:
+        """Fine grid <-> section grid of ``config.scale_factor``."""
+        return AxialGrid(self.config.scale_factor)
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape (Z, Y, X) of the result: ``grid.output_shape``."""
+        return self.grid.output_shape(input_shape)
+
+    def output_voxel_size(
+        self, voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """Voxel size (z, y, x) in nm of the result: ``grid.output_voxel_size``."""
+        return self.grid.output_voxel_size(voxel_size)
+
+
 @dataclass(frozen=True)
 class _Entry:
     cls: type
@@ -126,12 +137,16 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_method(name: str, config_cls: type[MethodConfig]) -> Callable[[type], type]:
-    """Class decorator adding a method under ``name``; duplicates are refused."""
+    """Class decorator adding a method under ``name``; duplicates are refused.
+
+    The class gets ``config_cls`` as its ``config_class``.
+    """
 
     def decorate(cls: type) -> type:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} is already registered by {_REGISTRY[name].cls}")
         _REGISTRY[name] = _Entry(cls, config_cls)
+        cls.config_class = config_cls  # type: ignore[attr-defined]
         return cls
 
     return decorate

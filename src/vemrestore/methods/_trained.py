@@ -7,18 +7,22 @@ the seeded build of the networks, the device and bf16 autocast at inference,
 the weights' digest for resume, pickling for ``dask.distributed``, and the
 save/load layout (``config.json``, ``weights.pt``, JSON state files).
 
-A subclass defines ``build_networks`` and, if it has state beside the weights
-(normalisation statistics, a residual scale), ``state_json``/``load_state_json``.
+A subclass defines ``build_networks`` and, if it has state beside the weights,
+``state_json``/``load_state_json`` (``NormalizedMethod`` does so for the
+percentile normalisation most methods keep). Its ``fit`` draws training pairs
+(an ``ArraySampler`` hands them to the loop as tensors) and trains with
+``train_network``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self, TypedDict, Unpack
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -32,17 +36,34 @@ from vemrestore.methods._persist import (
     load_weights,
     require_files,
     save_trained,
+    train_record,
     weights_digest,
 )
-from vemrestore.train import TrainConfig, TrainResult, resolve_device
+from vemrestore.normalize import PercentileNormalization
+from vemrestore.train import (
+    Batch,
+    TrainConfig,
+    TrainResult,
+    fit_model,
+    resolve_device,
+    split_batches,
+)
 
 __all__ = [
+    "VALIDATION_BATCHES",
+    "ArraySampler",
+    "BatchSampler",
+    "FitOptions",
     "InferenceConfig",
+    "NormalizedMethod",
     "SamplingConfig",
     "TrainedConfig",
     "TrainedMethod",
     "migrate_legacy_options",
 ]
+
+# Fixed validation samples of a method, in multiples of the training batch size.
+VALIDATION_BATCHES = 4
 
 
 class InferenceConfig(BaseModel):
@@ -147,6 +168,58 @@ class TrainedConfig(MethodConfig):
         return migrate_legacy_options(data, cls.legacy_names)
 
 
+class FitOptions(TypedDict, total=False):
+    """Keyword options of every ``fit``, passed on to ``vemrestore.train.fit_model``.
+
+    Attributes
+    ----------
+    checkpoint_dir : pathlib.Path or None
+        Where training checkpoints go (a method of several stages gives each
+        a subfolder).
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir``.
+    progress : bool
+        Show a progress bar.
+    """
+
+    checkpoint_dir: Path | None
+    resume: bool
+    progress: bool
+
+
+class BatchSampler(Protocol):
+    """What ``fit_model`` draws training batches from."""
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """Inputs and targets, all randomness from ``rng``."""
+
+
+class ArraySampler:
+    """A pair sampler that draws numpy arrays; the training loop gets them as tensors.
+
+    A subclass defines ``draw``.
+    """
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets of ``batch_size`` samples, float32, all randomness from ``rng``."""
+        raise NotImplementedError
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """``draw`` as tensors (what ``fit_model`` calls)."""
+        inputs, targets = self.draw(rng, batch_size)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def validation_batches(self, train: TrainConfig) -> list[Batch]:
+        """Fixed validation samples: ``VALIDATION_BATCHES`` batches of ``train.batch_size``.
+
+        They come from one draw, seeded by ``[train.seed, 1]``.
+        """
+        inputs, targets = self.draw(
+            np.random.default_rng([train.seed, 1]), VALIDATION_BATCHES * train.batch_size
+        )
+        return split_batches(inputs, targets, train.batch_size)
+
+
 class TrainedMethod:
     """Shared lifecycle of a learned method; subclasses add pairs, losses and prediction.
 
@@ -160,9 +233,13 @@ class TrainedMethod:
     """
 
     name: ClassVar[str]
+    # Set by ``register_method``.
     config_class: ClassVar[type[TrainedConfig]]
     # JSON files ``save`` writes beside ``weights.pt`` (``state_json`` keys).
     state_files: ClassVar[tuple[str, ...]] = ()
+    # Attributes a pickle carries beside the config, weights and JSON state
+    # (dask.distributed workers need them): a frozen skeleton, a damage map.
+    pickled_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TrainedConfig) -> None:
         self.config = config
@@ -185,8 +262,40 @@ class TrainedMethod:
         """Restore what ``state_json`` returned (raise ``KeyError``/``ValueError`` if damaged)."""
 
     def training_record(self) -> dict[str, Any] | None:
-        """What ``training.json`` holds after a training in this session (None: no file)."""
-        return None
+        """What ``training.json`` holds after a training in this session (None: no file).
+
+        By default the loss history and the config of the (only) network.
+        """
+        if self.train_result is None or self.networks is None:
+            return None
+        (network,) = self.networks.values()
+        return train_record(self.train_result, model=network.config)
+
+    # -- training ------------------------------------------------------------
+
+    def train_network(
+        self,
+        model: nn.Module,
+        sampler: BatchSampler,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        validate: Callable[[nn.Module], float] | None,
+        *,
+        config: TrainConfig | None = None,
+        **options: Unpack[FitOptions],
+    ) -> TrainResult:
+        """Train ``model`` in place on batches of ``sampler`` (``vemrestore.train.fit_model``).
+
+        ``config`` defaults to ``config.train``; ``options`` are those of ``fit``
+        (``FitOptions``).
+        """
+        return fit_model(
+            model,
+            sample_batch=sampler.sample_batch,
+            loss_fn=loss_fn,
+            config=self.config.train if config is None else config,
+            validate=validate,
+            **options,
+        )
 
     # -- networks and device -----------------------------------------------
 
@@ -299,6 +408,7 @@ class TrainedMethod:
             "config": self.config.model_dump(),
             "weights": cpu_state(self._weights()) if trained else None,
             "json": self.state_json() if trained else None,
+            **{name: getattr(self, name) for name in self.pickled_attributes},
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -307,6 +417,8 @@ class TrainedMethod:
             networks = self._networks_from(state["weights"], Path("<pickle>"))
             self.load_state_json(state["json"])
             self.set_trained(networks)
+        for name in self.pickled_attributes:
+            setattr(self, name, state[name])
 
     # -- persistence ---------------------------------------------------------
 
@@ -335,6 +447,34 @@ class TrainedMethod:
                 f"{path} holds a corrupt or incomplete model ({exc}); save the method again"
             ) from exc
         self.set_trained(networks)
+
+
+class NormalizedMethod(TrainedMethod):
+    """A learned method whose networks see percentile-normalised data (``normalization.json``).
+
+    Attributes
+    ----------
+    normalization : PercentileNormalization or None
+        Set with the networks (None until ``fit`` or ``load_state``).
+    """
+
+    state_files = ("normalization.json",)
+
+    def __init__(self, config: TrainedConfig) -> None:
+        super().__init__(config)
+        self.normalization: PercentileNormalization | None = None
+
+    def state_json(self) -> dict[str, Any]:
+        return {"normalization.json": self.require_normalization().to_dict()}
+
+    def load_state_json(self, files: dict[str, Any]) -> None:
+        self.normalization = PercentileNormalization.from_dict(files["normalization.json"])
+
+    def require_normalization(self) -> PercentileNormalization:
+        """The normalisation; a user error if the method was neither fitted nor loaded."""
+        self.require_trained()
+        assert self.normalization is not None  # set together with the networks
+        return self.normalization
 
 
 def copy_state(method: TrainedMethod, config: TrainedConfig) -> Any:

@@ -16,7 +16,13 @@ from scipy.interpolate import make_interp_spline
 
 from vemrestore.degrade._grid import AxialGrid
 from vemrestore.io._volume import Volume
-from vemrestore.methods._base import RESTORED, AxialConfig, BlockRequest, register_method
+from vemrestore.methods._base import (
+    RESTORED,
+    AxialConfig,
+    AxialMethod,
+    BlockRequest,
+    register_method,
+)
 
 __all__ = ["AxialInterpolation", "InterpolationConfig", "upsample_axial"]
 
@@ -115,25 +121,17 @@ class InterpolationConfig(AxialConfig):
     method: Kind
 
 
-class AxialInterpolation:
+class AxialInterpolation(AxialMethod):
     """Upsample along z by interpolation between section centres (no training)."""
 
     name = "interpolation"
+    config: InterpolationConfig
 
     def __init__(self, config: InterpolationConfig) -> None:
         self.config = config
-        self.grid = AxialGrid(config.scale_factor)
 
     def fit(self, volume: Volume) -> AxialInterpolation:
         return self
-
-    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        return self.grid.output_shape(input_shape)
-
-    def output_voxel_size(
-        self, voxel_size: tuple[float, float, float]
-    ) -> tuple[float, float, float]:
-        return self.grid.output_voxel_size(voxel_size)
 
     def input_region(
         self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]

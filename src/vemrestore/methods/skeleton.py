@@ -16,8 +16,8 @@ Weigert et al. 2018, doi:10.1038/s41592-018-0216-7).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Literal, Unpack
 
 import numpy as np
 import torch
@@ -28,25 +28,28 @@ from vemrestore.degrade._axial import AxialSectioning
 from vemrestore.degrade._grid import AxialGrid
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
-from vemrestore.methods._base import RESTORED, AxialConfig, BlockRequest, register_method
-from vemrestore.methods._persist import train_record
-from vemrestore.methods._trained import TrainedConfig, TrainedMethod
+from vemrestore.methods._base import (
+    RESTORED,
+    AxialConfig,
+    AxialMethod,
+    BlockRequest,
+    register_method,
+)
+from vemrestore.methods._trained import ArraySampler, FitOptions, NormalizedMethod, TrainedConfig
 from vemrestore.methods.interpolate import upsample_axial
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
-from vemrestore.train import (
-    fit_model,
-    fixed_validation,
-    holdout_sections,
-    pixel_loss,
-    split_batches,
-)
+from vemrestore.train import fixed_validation, holdout_sections, pixel_loss
 
-__all__ = ["PairSampler", "Skeleton", "SkeletonConfig", "context_range", "fine_window"]
-
-
-# Validation patches drawn once, in multiples of the batch size.
-_VALIDATION_BATCHES = 4
+__all__ = [
+    "PairSampler",
+    "PlaneMethod",
+    "Skeleton",
+    "SkeletonConfig",
+    "context_range",
+    "fine_block",
+    "fine_window",
+]
 
 
 class SkeletonConfig(TrainedConfig, AxialConfig):
@@ -95,7 +98,8 @@ class SkeletonConfig(TrainedConfig, AxialConfig):
         return self
 
 
-class PairSampler:
+@dataclass(eq=False)
+class PairSampler(ArraySampler):
     """Draw (cubic input, residual target) training patches from XY sections.
 
     A patch of ``patch_size + 2 * margin`` rows by ``patch_size`` columns is cut
@@ -104,29 +108,25 @@ class PairSampler:
     from the spline's held edges.
     """
 
-    def __init__(
-        self,
-        sections: np.ndarray,
-        section_ids: np.ndarray,
-        *,
-        scale_factor: float,
-        profile: str,
-        patch_size: int,
-        context_planes: int,
-    ) -> None:
-        self.sections = sections
-        self.section_ids = section_ids
-        self.scale_factor = scale_factor
-        self.patch_size = patch_size
-        self.margin = math.ceil(2 * scale_factor)
-        self.rows = patch_size + 2 * self.margin
-        self.offsets = np.arange(-context_planes, context_planes + 1)
-        self.sectioning = AxialSectioning(scale_factor, axis=-2, profile=profile)  # type: ignore[arg-type]
-        _, height, width = sections.shape
+    sections: np.ndarray
+    section_ids: np.ndarray
+    _: KW_ONLY
+    scale_factor: float
+    profile: str
+    patch_size: int
+    context_planes: int
+
+    def __post_init__(self) -> None:
+        n = self.context_planes
+        self.margin = math.ceil(2 * self.scale_factor)
+        self.rows = self.patch_size + 2 * self.margin
+        self.offsets = np.arange(-n, n + 1)
+        self.sectioning = AxialSectioning(self.scale_factor, axis=-2, profile=self.profile)  # type: ignore[arg-type]
+        _, height, width = self.sections.shape
         if min(height, width) < self.rows:
             raise UserInputError(
-                f"train.patch_size={patch_size} at scale factor {scale_factor:g} needs XY "
-                f"sections of at least {self.rows}x{self.rows} pixels (patch plus "
+                f"train.patch_size={self.patch_size} at scale factor {self.scale_factor:g} "
+                f"needs XY sections of at least {self.rows}x{self.rows} pixels (patch plus "
                 f"{self.margin} context rows each side), got {height}x{width} "
                 "(use a smaller train.patch_size)"
             )
@@ -151,12 +151,6 @@ class PairSampler:
         inputs = np.ascontiguousarray(cubic[:, :, rows])
         targets = patches[:, centre, rows] - inputs[:, centre]
         return inputs, targets
-
-    def sample_batch(
-        self, rng: np.random.Generator, batch_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = self.draw(rng, batch_size)
-        return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
 def context_range(
@@ -238,8 +232,43 @@ def fine_block(
     return fine, (f_lo, y_lo, x_lo)
 
 
+class PlaneMethod(AxialMethod):
+    """Geometry of 2D networks run on the XZ and YZ planes of the cubic-upsampled volume.
+
+    See ``fine_window`` and ``fine_block``. A subclass gives ``plane_multiple``
+    and a config with ``halo_sections`` and ``inference.halo`` (fine voxels of
+    network context).
+    """
+
+    config: Any
+
+    @property
+    def plane_multiple(self) -> int:
+        """Pooling size the networks need the planes aligned to (a power of two)."""
+        raise NotImplementedError
+
+    def input_region(
+        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
+    ) -> tuple[slice, slice, slice]:
+        return fine_window(
+            self.grid,
+            output_region,
+            input_shape,
+            halo=self.config.inference.halo,
+            multiple=self.plane_multiple,
+            halo_sections=self.config.halo_sections,
+        )
+
+    def fine_block(
+        self, block: np.ndarray, request: BlockRequest, normalization: PercentileNormalization
+    ) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """``fine_block`` of this method's grid, halo and pooling size."""
+        halo, multiple = self.config.inference.halo, self.plane_multiple
+        return fine_block(self.grid, block, request, normalization, halo=halo, multiple=multiple)
+
+
 @register_method("skeleton", SkeletonConfig)
-class Skeleton(TrainedMethod):
+class Skeleton(PlaneMethod, NormalizedMethod):
     """Self-supervised isotropic reconstruction with a 2D U-Net on XZ and YZ planes.
 
     Parameters
@@ -248,8 +277,6 @@ class Skeleton(TrainedMethod):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from vemrestore.io._volume import Volume
     >>> from vemrestore.methods import create_method
     >>> method = create_method("skeleton", scale_factor=4, base_channels=4, depth=2,
     ...                        train={"num_steps": 2, "patch_size": 16, "batch_size": 2})
@@ -260,14 +287,7 @@ class Skeleton(TrainedMethod):
     """
 
     name = "skeleton"
-    config_class = SkeletonConfig
-    state_files = ("normalization.json",)
     config: SkeletonConfig
-
-    def __init__(self, config: SkeletonConfig) -> None:
-        super().__init__(config)
-        self.grid = AxialGrid(config.scale_factor)
-        self.normalization: PercentileNormalization | None = None
 
     # -- state ---------------------------------------------------------------
 
@@ -284,33 +304,13 @@ class Skeleton(TrainedMethod):
         """The trained U-Net (None before ``fit`` or ``load_state``)."""
         return None if self.networks is None else self.networks["unet"]  # type: ignore[return-value]
 
-    def state_json(self) -> dict[str, Any]:
-        return {"normalization.json": self._require_normalization().to_dict()}
-
-    def load_state_json(self, files: dict[str, Any]) -> None:
-        self.normalization = PercentileNormalization.from_dict(files["normalization.json"])
-
-    def training_record(self) -> dict[str, Any] | None:
-        model = self.model
-        if self.train_result is None or model is None:
-            return None
-        return train_record(self.train_result, model=model.config)
-
-    def _require_normalization(self) -> PercentileNormalization:
-        self.require_trained()
-        assert self.normalization is not None  # set together with the networks
-        return self.normalization
+    @property
+    def plane_multiple(self) -> int:
+        return 2**self.config.depth
 
     # -- training ------------------------------------------------------------
 
-    def fit(
-        self,
-        volume: Volume,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
-    ) -> Skeleton:
+    def fit(self, volume: Volume, **options: Unpack[FitOptions]) -> Skeleton:
         """Train the U-Net on the volume's own XY sections.
 
         Parameters
@@ -318,12 +318,8 @@ class Skeleton(TrainedMethod):
         volume : Volume
             The anisotropic stack, shape (Z, Y, X) with Z sections of
             ``scale_factor`` fine slices each (loaded into memory).
-        checkpoint_dir : pathlib.Path, optional
-            Where training checkpoints go (see ``vemrestore.train.fit_model``).
-        resume : bool
-            Continue from the checkpoint in ``checkpoint_dir``.
-        progress : bool
-            Show a progress bar.
+        **options
+            ``checkpoint_dir``, ``resume``, ``progress`` (``FitOptions``).
 
         Returns
         -------
@@ -347,56 +343,21 @@ class Skeleton(TrainedMethod):
         normalization = PercentileNormalization.from_data(volume.data)
         sections = normalization.apply(volume.to_numpy())
         train_ids, val_ids = holdout_sections(num)
-        options = {
+        pairs = {
             "scale_factor": cfg.scale_factor,
             "profile": cfg.profile,
             "patch_size": cfg.train.patch_size,
             "context_planes": cfg.context_planes,
         }
-        sampler = PairSampler(sections, train_ids, **options)
-        val_inputs, val_targets = PairSampler(sections, val_ids, **options).draw(
-            np.random.default_rng([cfg.train.seed, 1]), _VALIDATION_BATCHES * cfg.train.batch_size
-        )
+        sampler = PairSampler(sections, train_ids, **pairs)
+        val_batches = PairSampler(sections, val_ids, **pairs).validation_batches(cfg.train)
         loss_fn = pixel_loss(cfg.train.loss)
-        validate = fixed_validation(
-            split_batches(val_inputs, val_targets, cfg.train.batch_size), loss_fn
-        )
         networks = self.seeded_networks()
-        self.train_result = fit_model(
-            networks["unet"],
-            sample_batch=sampler.sample_batch,
-            loss_fn=loss_fn,
-            config=cfg.train,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            validate=validate,
-            progress=progress,
+        self.train_result = self.train_network(
+            networks["unet"], sampler, loss_fn, fixed_validation(val_batches, loss_fn), **options
         )
         self.set_trained(networks, normalization=normalization)
         return self
-
-    # -- geometry ------------------------------------------------------------
-
-    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        return self.grid.output_shape(input_shape)
-
-    def output_voxel_size(
-        self, voxel_size: tuple[float, float, float]
-    ) -> tuple[float, float, float]:
-        return self.grid.output_voxel_size(voxel_size)
-
-    def input_region(
-        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
-    ) -> tuple[slice, slice, slice]:
-        cfg = self.config
-        return fine_window(
-            self.grid,
-            output_region,
-            input_shape,
-            halo=cfg.inference.halo,
-            multiple=2**cfg.depth,
-            halo_sections=cfg.halo_sections,
-        )
 
     # -- prediction ----------------------------------------------------------
 
@@ -420,30 +381,9 @@ class Skeleton(TrainedMethod):
         return out
 
     def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
-        """Restore ``request.output_region`` from an input block with halo.
-
-        Parameters
-        ----------
-        block : numpy.ndarray, shape (Z, Y, X)
-            Input sections starting at ``request.input_start``; should cover
-            ``input_region(request.output_region, ...)``.
-        request : BlockRequest
-
-        Returns
-        -------
-        dict
-            ``"restored"``: numpy.ndarray of float32, shape ``request.output_shape``.
-        """
-        normalization = self._require_normalization()
-        cfg = self.config
-        fine, (f_lo, y_lo, x_lo) = fine_block(
-            self.grid,
-            block,
-            request,
-            normalization,
-            halo=cfg.inference.halo,
-            multiple=2**cfg.depth,
-        )
+        """``Method.predict_block``: the XZ and YZ predictions of the region, fused."""
+        normalization = self.require_normalization()
+        fine, (f_lo, y_lo, x_lo) = self.fine_block(block, request, normalization)
         zs, ys, xs = request.output_region
         z_out = slice(zs.start - f_lo, zs.stop - f_lo)
         # XZ planes: one per output y, z along rows, x across the block.
@@ -452,7 +392,7 @@ class Skeleton(TrainedMethod):
         # YZ planes: one per output x, z along rows, y across the block.
         yz = self.predict_planes(fine.transpose(2, 0, 1), range(xs.start - x_lo, xs.stop - x_lo))
         yz = yz.transpose(1, 2, 0)[z_out, ys.start - y_lo : ys.stop - y_lo, :]
-        if cfg.fusion == "mean":
+        if self.config.fusion == "mean":
             return {RESTORED: normalization.invert(0.5 * (xz + yz))}
         a = np.maximum(normalization.invert(xz), 0.0)
         b = np.maximum(normalization.invert(yz), 0.0)

@@ -23,11 +23,19 @@ No normalisation layers (their statistics would depend on the block extent).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vemrestore.models import cond_unet
+from vemrestore.models._common import (
+    ConfiguredNetwork,
+    apply_film,
+    check_divisible,
+    embedding_mlp,
+    zero_init,
+)
 
 __all__ = ["AnisotropicConv3d", "AnisotropicDenoiser3D", "BoundaryAttention", "DenoiserOutput"]
 
@@ -98,15 +106,12 @@ class BoundaryAttention(nn.Module):
 
     def __init__(self, channels: int, *, num_heads: int = 4) -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels={channels} must be a multiple of num_heads={num_heads}")
+        check_divisible(channels, num_heads)
         self.num_heads = num_heads
         self.query = nn.Conv3d(channels, channels, 1)
         self.key = nn.Conv3d(channels, channels, 1)
         self.value = nn.Conv3d(channels, channels, 1)
-        self.out = nn.Conv3d(channels, channels, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zero_init(nn.Conv3d(channels, channels, 1))
         self.last_weights: torch.Tensor | None = None
 
     def forward(self, h: torch.Tensor, num_context: int) -> torch.Tensor:
@@ -132,15 +137,12 @@ class BoundaryAttention(nn.Module):
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding (N,) -> (N, dim) of integer timesteps (Vaswani et al. 2017)."""
-    half = dim // 2
-    freqs = torch.exp(
-        -math.log(10_000.0)
-        * torch.arange(half, device=timesteps.device, dtype=torch.float32)
-        / half
-    )
-    angles = timesteps.float()[:, None] * freqs[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    """Sinusoidal embedding (N,) -> (N, dim) of integer timesteps (Vaswani et al. 2017).
+
+    ``cond_unet.timestep_embedding`` with the sines first (the order this network was
+    trained with).
+    """
+    return cond_unet.timestep_embedding(timesteps, dim).roll(dim // 2, dims=1)
 
 
 class _ResBlock(nn.Module):
@@ -163,8 +165,7 @@ class _ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(x))
-        scale, shift = self.film(emb)[:, :, None, None, None].chunk(2, dim=1)
-        h = h * (1 + scale) + shift
+        h = apply_film(h, self.film(emb))
         return self.skip(x) + self.conv2(F.silu(h))
 
 
@@ -185,7 +186,7 @@ class DenoiserOutput(tuple):
         return self[1]
 
 
-class AnisotropicDenoiser3D(nn.Module):
+class AnisotropicDenoiser3D(ConfiguredNetwork):
     """Conditional denoiser for a gap between given sections (a small anisotropic 3D U-Net).
 
     Parameters
@@ -216,7 +217,8 @@ class AnisotropicDenoiser3D(nn.Module):
     ``forward(x, timesteps)`` returns a ``DenoiserOutput``: the joint
     estimate is ``sum_k w_k(t) head_k`` with weights from a softmax over a
     linear map of the timestep embedding (uniform at initialisation). The
-    output layers start at zero. ``config`` holds the constructor arguments.
+    output layers start at zero. ``config`` holds the constructor arguments
+    (see ``ConfiguredNetwork``).
 
     Examples
     --------
@@ -237,31 +239,26 @@ class AnisotropicDenoiser3D(nn.Module):
         num_heads: int = 3,
         attention_heads: int = 4,
     ) -> None:
-        super().__init__()
-        if min(num_context, patch_size, num_heads, base_channels) < 1 or depth < 0:
-            raise ValueError(
-                f"invalid AnisotropicDenoiser3D options: num_context={num_context}, "
-                f"depth={depth}, patch_size={patch_size}, num_heads={num_heads}, "
-                f"base_channels={base_channels}"
-            )
-        self.config: dict[str, Any] = {
-            "in_channels": in_channels,
-            "num_context": num_context,
-            "base_channels": base_channels,
-            "depth": depth,
-            "patch_size": patch_size,
-            "num_heads": num_heads,
-            "attention_heads": attention_heads,
-        }
+        super().__init__(
+            {
+                "in_channels": in_channels,
+                "num_context": num_context,
+                "base_channels": base_channels,
+                "depth": depth,
+                "patch_size": patch_size,
+                "num_heads": num_heads,
+                "attention_heads": attention_heads,
+            }
+        )
+        self.check_positive("sizes", "num_context", "patch_size", "num_heads", "base_channels")
+        self.check_non_negative("depth", "depth")
         self.num_context = num_context
         self.depth = depth
         self.patch_size = patch_size
         self.size_multiple = patch_size * 2**depth
         widths = [base_channels * 2 ** min(level, 2) for level in range(depth + 1)]
         embed_dim = 4 * base_channels
-        self.time_mlp = nn.Sequential(
-            nn.Linear(_TIME_FEATURES, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim)
-        )
+        self.time_mlp = embedding_mlp(_TIME_FEATURES, embed_dim)
         # Patchify: each p x p pixel patch of each section becomes one feature vector.
         self.stem = nn.Conv3d(
             in_channels, widths[0], (1, patch_size, patch_size), (1, patch_size, patch_size)
@@ -288,15 +285,10 @@ class AnisotropicDenoiser3D(nn.Module):
         self.head_levels = [min(k, depth) for k in range(num_heads)]
         # Each head predicts a p x p patch per feature vector (unpatchified by pixel shuffle).
         self.heads = nn.ModuleList(
-            nn.Conv3d(widths[level], patch_size**2, (1, 3, 3), padding=(0, 1, 1))
+            zero_init(nn.Conv3d(widths[level], patch_size**2, (1, 3, 3), padding=(0, 1, 1)))
             for level in self.head_levels
         )
-        for head in self.heads:
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-        self.head_weights = nn.Linear(embed_dim, num_heads)
-        nn.init.zeros_(self.head_weights.weight)
-        nn.init.zeros_(self.head_weights.bias)
+        self.head_weights = zero_init(nn.Linear(embed_dim, num_heads))
 
     def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, p*p, D, h, w) -> (N, 1, D, h*p, w*p)."""
@@ -308,10 +300,7 @@ class AnisotropicDenoiser3D(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> DenoiserOutput:
         """Predict for a stack ``x`` (N, C, D, H, W) at integer ``timesteps`` (N,)."""
         n, _, depth, height, width = x.shape
-        if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
-                f"height and width ({height}, {width}) must be multiples of {self.size_multiple}"
-            )
+        self.check_size_multiple(x)
         if depth < 2 * self.num_context + 1:
             raise ValueError(
                 f"stack depth {depth} is too small for num_context={self.num_context} and a gap"

@@ -22,11 +22,12 @@ AAAI (2018). :doi:`10.1609/aaai.v32i1.11671`
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vemrestore.models._common import ConfiguredNetwork, apply_film, embedding_mlp, zero_init
 
 __all__ = ["ConditionalUNet2D", "timestep_embedding"]
 
@@ -75,27 +76,24 @@ class _ResBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.film = nn.Linear(time_channels, 2 * out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = (
             nn.Identity()
             if in_channels == out_channels
             else nn.Conv2d(in_channels, out_channels, 1)
         )
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.conv1(x))
-        scale, shift = self.film(temb)[:, :, None, None].chunk(2, dim=1)
-        h = h * (1 + scale) + shift
+        h = apply_film(F.silu(self.conv1(x)), self.film(temb))
         return self.skip(x) + self.conv2(F.silu(h))
 
 
-class ConditionalUNet2D(nn.Module):
+class ConditionalUNet2D(ConfiguredNetwork):
     """U-Net predicting a diffusion target from ``x_t``, the timestep and conditioning images.
 
     Input height and width must be multiples of ``2**depth`` (see
-    ``vemrestore.models.pad_to_multiple``).
+    ``vemrestore.models.pad_to_multiple``). ``config`` holds the constructor
+    arguments (see ``ConfiguredNetwork``).
 
     Parameters
     ----------
@@ -112,11 +110,6 @@ class ConditionalUNet2D(nn.Module):
         Number of 2x down-samplings.
     time_channels : int, optional
         Width of the time embedding MLP; default ``4 * base_channels``.
-
-    Attributes
-    ----------
-    config : dict
-        The constructor arguments, saved beside the ``state_dict``.
 
     Examples
     --------
@@ -135,31 +128,23 @@ class ConditionalUNet2D(nn.Module):
         depth: int = 3,
         time_channels: int | None = None,
     ) -> None:
-        super().__init__()
         time_channels = 4 * base_channels if time_channels is None else time_channels
-        if min(in_channels, out_channels, base_channels, time_channels) < 1:
-            raise ValueError(
-                f"ConditionalUNet2D needs positive channel counts, got in={in_channels}, "
-                f"out={out_channels}, base={base_channels}, time={time_channels}"
-            )
-        if cond_channels < 0 or depth < 0:
-            raise ValueError(
-                f"cond_channels and depth must be >= 0, got {cond_channels} and {depth}"
-            )
-        self.config: dict[str, Any] = {
-            "in_channels": in_channels,
-            "cond_channels": cond_channels,
-            "out_channels": out_channels,
-            "base_channels": base_channels,
-            "depth": depth,
-            "time_channels": time_channels,
-        }
-        self._embed_dim = 2 * math.ceil(base_channels / 2)
-        self.time_mlp = nn.Sequential(
-            nn.Linear(self._embed_dim, time_channels),
-            nn.SiLU(),
-            nn.Linear(time_channels, time_channels),
+        super().__init__(
+            {
+                "in_channels": in_channels,
+                "cond_channels": cond_channels,
+                "out_channels": out_channels,
+                "base_channels": base_channels,
+                "depth": depth,
+                "time_channels": time_channels,
+            }
         )
+        self.check_positive(
+            "channel counts", "in_channels", "out_channels", "base_channels", "time_channels"
+        )
+        self.check_non_negative("cond_channels and depth", "cond_channels", "depth")
+        self._embed_dim = 2 * math.ceil(base_channels / 2)
+        self.time_mlp = embedding_mlp(self._embed_dim, time_channels)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.inc = nn.Conv2d(in_channels + cond_channels, widths[0], 3, padding=1)
         self.enc = nn.ModuleList(
@@ -174,9 +159,7 @@ class ConditionalUNet2D(nn.Module):
             _ResBlock(2 * widths[level], widths[level], time_channels)
             for level in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = zero_init(nn.Conv2d(widths[0], out_channels, 1))
 
     @property
     def size_multiple(self) -> int:
@@ -199,12 +182,7 @@ class ConditionalUNet2D(nn.Module):
         -------
         torch.Tensor, shape (N, out_channels, H, W)
         """
-        multiple = self.size_multiple
-        if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise ValueError(
-                f"ConditionalUNet2D input height and width must be multiples of {multiple}, "
-                f"got {tuple(x.shape[-2:])} (pad the input first)"
-            )
+        self.check_size_multiple(x)
         expected = self.config["cond_channels"]
         got = 0 if cond is None else cond.shape[1]
         if got != expected:

@@ -23,12 +23,11 @@ upsampled input.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vemrestore.models._common import ConfiguredNetwork, check_divisible, zero_init
 from vemrestore.models.unet2d import pad_to_multiple
 from vemrestore.models.wavelet import atrous_decompose, atrous_halo
 
@@ -100,8 +99,7 @@ class WindowTransformerBlock(nn.Module):
         mlp_ratio: float = 2.0,
     ) -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+        check_divisible(channels, num_heads)
         self.window_size = window_size
         self.num_heads = num_heads
         self.shift = window_size // 2 if shift else 0
@@ -189,8 +187,10 @@ class EdgeGate(nn.Module):
         return self.body(torch.cat(details, dim=1))
 
 
-class EdgeAttentionSRNet(nn.Module):
+class EdgeAttentionSRNet(ConfiguredNetwork):
     """Edge-gated windowed-transformer network for x1 (denoising) to x4 upsampling.
+
+    ``config`` holds the constructor arguments (see ``ConfiguredNetwork``).
 
     Parameters
     ----------
@@ -210,11 +210,6 @@ class EdgeAttentionSRNet(nn.Module):
         Levels of the à-trous transform feeding the edge gate.
     mlp_ratio : float
         Hidden width of the transformer MLPs relative to ``channels``.
-
-    Attributes
-    ----------
-    config : dict
-        The constructor arguments, saved beside the ``state_dict``.
 
     Examples
     --------
@@ -236,26 +231,22 @@ class EdgeAttentionSRNet(nn.Module):
         num_wavelet_levels: int = 3,
         mlp_ratio: float = 2.0,
     ) -> None:
-        super().__init__()
         if scale_factor not in (1, 2, 3, 4):
             raise ValueError(f"scale_factor must be 1, 2, 3 or 4, got {scale_factor}")
-        if min(channels, window_size, num_heads, num_wavelet_levels) < 1:
-            raise ValueError(
-                "channels, window_size, num_heads and num_wavelet_levels must be >= 1, got "
-                f"{channels}, {window_size}, {num_heads}, {num_wavelet_levels}"
-            )
-        if min(num_transformer_blocks, num_residual_blocks) < 0:
-            raise ValueError("block counts must be >= 0")
-        self.config: dict[str, Any] = {
-            "scale_factor": scale_factor,
-            "channels": channels,
-            "num_transformer_blocks": num_transformer_blocks,
-            "num_residual_blocks": num_residual_blocks,
-            "window_size": window_size,
-            "num_heads": num_heads,
-            "num_wavelet_levels": num_wavelet_levels,
-            "mlp_ratio": mlp_ratio,
-        }
+        super().__init__(
+            {
+                "scale_factor": scale_factor,
+                "channels": channels,
+                "num_transformer_blocks": num_transformer_blocks,
+                "num_residual_blocks": num_residual_blocks,
+                "window_size": window_size,
+                "num_heads": num_heads,
+                "num_wavelet_levels": num_wavelet_levels,
+                "mlp_ratio": mlp_ratio,
+            }
+        )
+        self.check_positive("sizes", "channels", "window_size", "num_heads", "num_wavelet_levels")
+        self.check_non_negative("block counts", "num_transformer_blocks", "num_residual_blocks")
         self.shallow = nn.Conv2d(1, channels, 3, padding=1)
         self.edge_gate = EdgeGate(1, channels, num_levels=num_wavelet_levels)
         self.transformer = nn.ModuleList(
@@ -280,9 +271,7 @@ class EdgeAttentionSRNet(nn.Module):
             )
         else:
             self.upsample = nn.SiLU()
-        self.head = nn.Conv2d(channels, 1, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = zero_init(nn.Conv2d(channels, 1, 3, padding=1))
 
     @property
     def scale_factor(self) -> int:

@@ -10,11 +10,10 @@ an untrained residual network returns its input unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from vemrestore.models._common import ConfiguredNetwork, mirror_pad, zero_init
 
 __all__ = ["UNet2D", "pad_to_multiple"]
 
@@ -38,8 +37,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h == 0 and pad_w == 0:
         return x
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return mirror_pad(x, (0, pad_w, 0, pad_h))
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -65,8 +63,10 @@ class _Up(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
-class UNet2D(nn.Module):
+class UNet2D(ConfiguredNetwork):
     """2D U-Net; input height and width must be multiples of ``2**depth``.
+
+    ``config`` holds the constructor arguments (see ``ConfiguredNetwork``).
 
     Parameters
     ----------
@@ -79,11 +79,6 @@ class UNet2D(nn.Module):
     depth : int
         Number of 2x down-samplings (0 gives a plain convolutional network).
 
-    Attributes
-    ----------
-    config : dict
-        The constructor arguments, saved beside the ``state_dict``.
-
     Examples
     --------
     >>> import torch
@@ -95,18 +90,16 @@ class UNet2D(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, base_channels: int = 24, depth: int = 3
     ) -> None:
-        super().__init__()
-        if min(in_channels, out_channels, base_channels) < 1 or depth < 0:
-            raise ValueError(
-                f"UNet2D needs positive channel counts and depth >= 0, got in={in_channels}, "
-                f"out={out_channels}, base={base_channels}, depth={depth}"
-            )
-        self.config: dict[str, Any] = {
-            "in_channels": in_channels,
-            "out_channels": out_channels,
-            "base_channels": base_channels,
-            "depth": depth,
-        }
+        super().__init__(
+            {
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "base_channels": base_channels,
+                "depth": depth,
+            }
+        )
+        self.check_positive("channel counts", "in_channels", "out_channels", "base_channels")
+        self.check_non_negative("depth", "depth")
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.inc = _double_conv(in_channels, widths[0])
         self.downs = nn.ModuleList(
@@ -116,9 +109,7 @@ class UNet2D(nn.Module):
         self.ups = nn.ModuleList(
             _Up(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = zero_init(nn.Conv2d(widths[0], out_channels, 1))
 
     @property
     def size_multiple(self) -> int:
@@ -126,12 +117,7 @@ class UNet2D(nn.Module):
         return 2 ** self.config["depth"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        multiple = self.size_multiple
-        if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise ValueError(
-                f"UNet2D input height and width must be multiples of {multiple}, got "
-                f"{tuple(x.shape[-2:])} (pad the input first)"
-            )
+        self.check_size_multiple(x)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))

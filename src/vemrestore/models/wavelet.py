@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vemrestore.models._common import mirror_pad
+
 __all__ = ["B3_SPLINE_KERNEL", "atrous_decompose", "atrous_halo"]
 
 B3_SPLINE_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
@@ -33,9 +35,7 @@ def _smooth(x: torch.Tensor, dilation: int) -> torch.Tensor:
     channels = x.shape[1]
     kernel = torch.tensor(B3_SPLINE_KERNEL, dtype=x.dtype, device=x.device)
     pad = 2 * dilation
-    h, w = x.shape[-2:]
-    mode = "reflect" if pad < h and pad < w else "replicate"
-    x = F.pad(x, (pad, pad, pad, pad), mode=mode)
+    x = mirror_pad(x, (pad, pad, pad, pad))
     rows = kernel.view(1, 1, 5, 1).expand(channels, 1, 5, 1)
     cols = kernel.view(1, 1, 1, 5).expand(channels, 1, 1, 5)
     x = F.conv2d(x, rows, dilation=(dilation, 1), groups=channels)

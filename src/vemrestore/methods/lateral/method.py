@@ -9,8 +9,7 @@ blockwise results equal whole-slice results.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -20,8 +19,7 @@ from vemrestore.degrade import LateralDegradation, PoissonGaussianNoise
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, BlockRequest, register_method
-from vemrestore.methods._persist import train_record
-from vemrestore.methods._trained import TrainedMethod
+from vemrestore.methods._trained import FitOptions, TrainedMethod
 from vemrestore.methods.lateral.config import LateralConfig
 from vemrestore.methods.lateral.pairs import (
     PairSampler,
@@ -34,20 +32,21 @@ from vemrestore.methods.lateral.pairs import (
 )
 from vemrestore.models.edge_attention import EdgeAttentionSRNet
 from vemrestore.normalize import PercentileNormalization
-from vemrestore.train import (
-    fit_model,
-    fixed_validation,
-    holdout_sections,
-    pixel_loss,
-    split_batches,
-)
+from vemrestore.train import fixed_validation, holdout_sections, pixel_loss
 
 __all__ = ["LateralMethod"]
 
 # Name of the (only) network among ``TrainedMethod.networks``.
 NETWORK = "srnet"
-# Validation patches drawn once, in multiples of the batch size.
-_VALIDATION_BATCHES = 4
+# The config fields that size the network (``EdgeAttentionSRNet`` options of the same name).
+_NETWORK_OPTIONS = {
+    "channels",
+    "num_transformer_blocks",
+    "num_residual_blocks",
+    "window_size",
+    "num_heads",
+    "num_wavelet_levels",
+}
 # Stacks with fewer slices hold none out for validation.
 _MIN_VALIDATION_SLICES = 4
 
@@ -117,15 +116,14 @@ class LateralMethod(TrainedMethod):
     """
 
     name = "lateral"
-    config_class = LateralConfig
     state_files = ("normalization.json",)
     config: LateralConfig
 
     def __init__(self, config: LateralConfig) -> None:
         super().__init__(config)
+        self.pair_record: dict[str, Any] = {}
         self.input_norm: PercentileNormalization | None = None
         self.output_norm: PercentileNormalization | None = None
-        self.pair_record: dict[str, Any] = {}
 
     # -- state ---------------------------------------------------------------
 
@@ -133,13 +131,7 @@ class LateralMethod(TrainedMethod):
         cfg = self.config
         return {
             NETWORK: EdgeAttentionSRNet(
-                cfg.scale_factor,
-                channels=cfg.channels,
-                num_transformer_blocks=cfg.num_transformer_blocks,
-                num_residual_blocks=cfg.num_residual_blocks,
-                window_size=cfg.window_size,
-                num_heads=cfg.num_heads,
-                num_wavelet_levels=cfg.num_wavelet_levels,
+                cfg.scale_factor, **cfg.model_dump(include=_NETWORK_OPTIONS)
             )
         }
 
@@ -161,10 +153,8 @@ class LateralMethod(TrainedMethod):
 
     def training_record(self) -> dict[str, Any] | None:
         """Loss history, network config, noise models and registration of the last ``fit``."""
-        model = self.model
-        if self.train_result is None or model is None:
-            return None
-        return train_record(self.train_result, model=model.config, **self.pair_record)
+        record = super().training_record()
+        return None if record is None else {**record, **self.pair_record}
 
     def _require_norms(self) -> tuple[PercentileNormalization, PercentileNormalization]:
         self.require_trained()
@@ -178,9 +168,7 @@ class LateralMethod(TrainedMethod):
         volume: Volume | np.ndarray,
         *,
         lr: Volume | np.ndarray | None = None,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
+        **options: Unpack[FitOptions],
     ) -> LateralMethod:
         """Train on HR slices ``volume`` (and LR slices ``lr``).
 
@@ -192,17 +180,14 @@ class LateralMethod(TrainedMethod):
             ``pairs="real"``: the LR acquisitions of the same slices, shape
             (Z, Y // f, X // f) (registered here). ``pairs="synthetic"``: real
             LR data (any shape) from which the LR noise model is estimated.
-        checkpoint_dir : pathlib.Path, optional
-            Where training checkpoints go (see ``vemrestore.train.fit_model``).
-        resume : bool
-            Continue from the checkpoint in ``checkpoint_dir``.
-        progress : bool
-            Show a progress bar.
+        **options
+            ``checkpoint_dir``, ``resume``, ``progress`` (``FitOptions``).
 
         Returns
         -------
         LateralMethod
-            ``self``, trained.
+            ``self``, trained; ``pair_record`` holds the noise models and
+            registration shifts found.
 
         Raises
         ------
@@ -277,14 +262,9 @@ class LateralMethod(TrainedMethod):
         loss = pixel_loss(cfg.train.loss)
         validate = None
         if val_ids.size:
-            val_inputs, val_targets = PairSampler(slice_ids=val_ids, **common).draw(
-                np.random.default_rng([cfg.train.seed, 1]),
-                _VALIDATION_BATCHES * cfg.train.batch_size,
-            )
+            val_batches = PairSampler(slice_ids=val_ids, **common).validation_batches(cfg.train)
             # The trained model may wrap ``net`` (noisier-noisy); the score is ``net``'s own.
-            validate = fixed_validation(
-                split_batches(val_inputs, val_targets, cfg.train.batch_size), loss, network=net
-            )
+            validate = fixed_validation(val_batches, loss, network=net)
         if cfg.objective == "noisier-noisy":
             common["noisier"] = PoissonGaussianNoise(
                 gain=lr_noise.gain * cfg.noisier_strength**2,  # type: ignore[union-attr]
@@ -298,16 +278,7 @@ class LateralMethod(TrainedMethod):
             )
         else:
             trained, loss_fn = net, loss
-        self.train_result = fit_model(
-            trained,
-            sample_batch=sampler.sample_batch,
-            loss_fn=loss_fn,
-            config=cfg.train,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            validate=validate,
-            progress=progress,
-        )
+        self.train_result = self.train_network(trained, sampler, loss_fn, validate, **options)
         self.set_trained(
             networks, input_norm=input_norm, output_norm=output_norm, pair_record=record
         )
@@ -354,20 +325,7 @@ class LateralMethod(TrainedMethod):
     # -- prediction ----------------------------------------------------------
 
     def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
-        """Restore ``request.output_region`` from an LR block with halo.
-
-        Parameters
-        ----------
-        block : numpy.ndarray, shape (Z, Y, X)
-            LR slices starting at ``request.input_start``; should cover
-            ``input_region(request.output_region, ...)``.
-        request : BlockRequest
-
-        Returns
-        -------
-        dict
-            ``"restored"``: numpy.ndarray of float32, shape ``request.output_shape``.
-        """
+        """``Method.predict_block`` from a block of LR slices: the restored HR slices."""
         input_norm, output_norm = self._require_norms()
         model = self.require_trained()[NETWORK]
         device = self.inference_device()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
@@ -30,6 +29,7 @@ from vemrestore.degrade import (
 )
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
+from vemrestore.methods._trained import ArraySampler
 from vemrestore.normalize import PercentileNormalization
 
 __all__ = [
@@ -293,7 +293,7 @@ def check_voxel_sizes(lr: Any, hr: Any, scale_factor: int) -> None:
         )
 
 
-class PairSampler:
+class PairSampler(ArraySampler):
     """Random (LR, HR) patches, rotated/flipped alike, normalised; LR is (N, C, P, P).
 
     C is 1, or 2 for the noisier-noisy objective (input and noisier input).
@@ -361,9 +361,3 @@ class PairSampler:
             extra = np.sqrt(variance) * rng.standard_normal(inputs.shape, dtype=np.float32)
             inputs = np.concatenate([inputs, inputs + extra], axis=1)
         return self.input_norm.apply(inputs), self.output_norm.apply(targets)
-
-    def sample_batch(
-        self, rng: np.random.Generator, batch_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = self.draw(rng, batch_size)
-        return torch.from_numpy(inputs), torch.from_numpy(targets)

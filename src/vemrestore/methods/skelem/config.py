@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,24 +15,6 @@ from vemrestore.methods.skeleton import SkeletonConfig
 from vemrestore.train import TrainConfig
 
 __all__ = ["CycleConfig", "SkelEMConfig", "SkelEMInference"]
-
-
-def _default_refiner_train() -> TrainConfig:
-    return TrainConfig(learning_rate=5e-4, loss="l2")
-
-
-def _default_cycle_train() -> TrainConfig:
-    return TrainConfig(
-        num_steps=100,
-        batch_size=1,
-        gpu_batch_multiplier=1,
-        patch_size=32,
-        learning_rate=1e-4,
-        lr_schedule="constant",
-        loss="l1",
-        checkpoint_every=50,
-        validate_every=50,
-    )
 
 
 class SkelEMInference(SamplingConfig):
@@ -104,7 +87,19 @@ class CycleConfig(BaseModel):
     consistency_weight: float = Field(1.0, ge=0.0)
     cross_plane_weight: float = Field(1.0, ge=0.0)
     anchor_weight: float = Field(1.0, ge=0.0)
-    train: TrainConfig = Field(default_factory=_default_cycle_train)
+    train: TrainConfig = Field(
+        default_factory=partial(
+            TrainConfig,
+            num_steps=100,
+            batch_size=1,
+            gpu_batch_multiplier=1,
+            patch_size=32,
+            learning_rate=1e-4,
+            lr_schedule="constant",
+            checkpoint_every=50,
+            validate_every=50,
+        )
+    )
 
 
 class SkelEMConfig(TrainedConfig, AxialConfig):
@@ -163,7 +158,7 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
     depth: int = Field(3, ge=0, le=6)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     halo_sections: int = Field(8, ge=0, le=256)
-    train: TrainConfig = Field(default_factory=_default_refiner_train)
+    train: TrainConfig = Field(default_factory=partial(TrainConfig, learning_rate=5e-4, loss="l2"))
     inference: SkelEMInference = Field(default_factory=SkelEMInference)
     pool_size: int = Field(2048, ge=1, le=1_000_000)
     truncated_fraction: float = Field(0.5, ge=0.0, le=1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from vemrestore.methods.skelem.noise import local_sectioning
 from vemrestore.methods.skeleton import Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.models.unet2d import pad_to_multiple
-from vemrestore.train import TrainResult, fit_model, resolve_device
+from vemrestore.train import TrainResult, resolve_device
 
 __all__ = ["CycleCrops", "CycleObjective", "fine_tune"]
 
@@ -118,7 +118,7 @@ class CycleCrops:
         for _ in range(config.num_crops):
             s0 = int(rng.integers(1, num - ns))
             y0, x0 = int(rng.integers(height - side + 1)), int(rng.integers(width - side + 1))
-            f_lo = math.floor((s0 - 1) * k + 1e-9)
+            f_lo = skeleton.grid.fine_at(s0 - 1)
             cubic = upsample_axial(
                 sections[:, y0 : y0 + side, x0 : x0 + side],
                 k,
@@ -218,16 +218,15 @@ def fine_tune(
     config: SkelEMConfig,
     start: int,
     residual_scale: float,
-    checkpoint_dir: Path | None,
-    resume: bool,
-    progress: bool,
+    train: Callable[..., TrainResult],
 ) -> tuple[TrainResult, list[dict[str, float]]]:
     """Fine-tune ``tuned`` (copies of ``refiners``) in place for cycle consistency.
 
-    ``sections`` is the normalised stack; ``config.cycle`` must be set. The
-    anchor term compares with ``refiners``, which stay unchanged. Returns
-    the loss and the data-consistency, cross-plane and anchor terms at each
-    validation.
+    ``sections`` is the normalised stack; ``config.cycle`` must be set;
+    ``train(model, sampler, loss_fn, validate)`` trains with
+    ``config.cycle.train`` (``TrainedMethod.train_network``). The anchor
+    term compares with ``refiners``, which stay unchanged. Returns the loss
+    and the data-consistency, cross-plane and anchor terms at each validation.
     """
     cycle = config.cycle
     assert cycle is not None  # the caller checks it
@@ -254,16 +253,7 @@ def fine_tune(
         terms.append({name: float(v) for name, v in crops.terms(restored, targets).items()})
         return float(crops.loss(restored, targets))
 
-    result = fit_model(
-        CycleObjective(tuned, **options),  # type: ignore[arg-type]
-        sample_batch=crops.sample_batch,
-        loss_fn=crops.loss,
-        config=cycle.train,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        validate=validate,
-        progress=progress,
-    )
+    result = train(CycleObjective(tuned, **options), crops, crops.loss, validate)  # type: ignore[arg-type]
     for net in tuned.values():
         net.requires_grad_(False).eval()
     return result, terms

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 from torch import nn
 
-from vemrestore.degrade._grid import AxialGrid
 from vemrestore.diffusion import (
     load_scheduler_config,
     make_scheduler,
@@ -20,12 +20,12 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
-from vemrestore.methods._trained import TrainedMethod
+from vemrestore.methods._trained import FitOptions, TrainedMethod
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
 from vemrestore.methods.skelem.refiner import refine_planes, train_refiner
-from vemrestore.methods.skeleton import Skeleton, fine_block, fine_window
+from vemrestore.methods.skeleton import PlaneMethod, Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainResult
@@ -43,7 +43,7 @@ _ORIENTATION_KEY = {"xz": 0, "yz": 1}
 
 
 @register_method("skelem", SkelEMConfig)
-class SkelEM(TrainedMethod):
+class SkelEM(PlaneMethod, TrainedMethod):
     """Frozen skeleton + few-step diffusion refiner for isotropic reconstruction.
 
     Parameters
@@ -79,13 +79,12 @@ class SkelEM(TrainedMethod):
     """
 
     name = "skelem"
-    config_class = SkelEMConfig
     state_files = ("refiner.json",)
+    pickled_attributes = ("skeleton",)
     config: SkelEMConfig
 
     def __init__(self, config: SkelEMConfig) -> None:
         super().__init__(config)
-        self.grid = AxialGrid(config.scale_factor)
         self.skeleton: Skeleton | None = None
         self.residual_scale: float | None = None
         self.cycle_result: TrainResult | None = None
@@ -133,23 +132,9 @@ class SkelEM(TrainedMethod):
         assert self.skeleton is not None and self.skeleton.normalization is not None
         return self.skeleton, self.skeleton.normalization
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "skeleton": self.skeleton}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.skeleton = state["skeleton"]
-
     # -- training ------------------------------------------------------------
 
-    def fit(
-        self,
-        volume: Volume,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
-    ) -> SkelEM:
+    def fit(self, volume: Volume, **options: Unpack[FitOptions]) -> SkelEM:
         """Train (or load) the skeleton, freeze it, train the refiner, fine-tune it on the volume.
 
         Runs ``fit_refiner`` and then, unless ``config.cycle`` is None, ``fit_cycle``.
@@ -157,14 +142,11 @@ class SkelEM(TrainedMethod):
         Parameters
         ----------
         volume : Volume
-            The anisotropic stack, shape (Z, Y, X) with Z sections of
-            ``scale_factor`` fine slices each (loaded into memory).
-        checkpoint_dir : pathlib.Path, optional
-            Checkpoints go to its ``skeleton``, ``refiner`` and ``cycle`` subfolders.
-        resume : bool
-            Continue each stage from its checkpoint.
-        progress : bool
-            Show progress bars.
+            The anisotropic stack (as for ``Skeleton.fit``).
+        **options
+            ``FitOptions``; checkpoints go to the ``skeleton``, ``refiner``
+            and ``cycle`` subfolders of ``checkpoint_dir``, each stage resumes
+            from its own.
 
         Returns
         -------
@@ -176,20 +158,12 @@ class SkelEM(TrainedMethod):
         UserInputError
             If the volume is too small, or ``skeleton_path`` holds no matching skeleton.
         """
-        options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
         self.fit_refiner(volume, **options)
         if self.config.cycle is not None:
             self.fit_cycle(volume, **options)
         return self
 
-    def fit_refiner(
-        self,
-        volume: Volume,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
-    ) -> SkelEM:
+    def fit_refiner(self, volume: Volume, **options: Unpack[FitOptions]) -> SkelEM:
         """Stages 1-2: the frozen skeleton, then the refiner on synthetic XY pairs.
 
         Both orientations start with the same refiner. ``train_result`` holds
@@ -197,7 +171,7 @@ class SkelEM(TrainedMethod):
         Parameters as in ``fit``; ``checkpoint_dir`` gets ``skeleton`` and
         ``refiner`` subfolders.
         """
-        skeleton = self._fit_skeleton(volume, _stage(checkpoint_dir, "skeleton"), resume, progress)
+        skeleton = self._fit_skeleton(volume, **_stage(options, "skeleton"))
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
         refiner = self.seeded_networks()["xz"]
         scale, result = train_refiner(
@@ -206,9 +180,7 @@ class SkelEM(TrainedMethod):
             skeleton.normalization.apply(volume.to_numpy()),  # type: ignore[union-attr]
             config=self.config,
             truncated_start=self._truncated_start(),
-            checkpoint_dir=_stage(checkpoint_dir, "refiner"),
-            resume=resume,
-            progress=progress,
+            train=partial(self.train_network, **_stage(options, "refiner")),
         )
         self.set_trained(
             {"xz": refiner, "yz": copy.deepcopy(refiner)},
@@ -220,14 +192,7 @@ class SkelEM(TrainedMethod):
         )
         return self
 
-    def fit_cycle(
-        self,
-        volume: Volume,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
-    ) -> SkelEM:
+    def fit_cycle(self, volume: Volume, **options: Unpack[FitOptions]) -> SkelEM:
         """Stage 3: fine-tune the XZ and YZ refiners for cycle consistency on the real volume.
 
         Needs ``fit_refiner`` (or a loaded method) first and ``config.cycle``.
@@ -244,7 +209,8 @@ class SkelEM(TrainedMethod):
         """
         skeleton, normalization = self._frozen_skeleton()
         refiners = self.require_trained()
-        if self.config.cycle is None:
+        cycle = self.config.cycle
+        if cycle is None:
             raise UserInputError(
                 "config.cycle is None, so there is nothing to fine-tune (set cycle options, "
                 "e.g. cycle={'train': {'num_steps': 100}})"
@@ -261,22 +227,15 @@ class SkelEM(TrainedMethod):
             config=self.config,
             start=self._truncated_start(),
             residual_scale=self.residual_scale,  # type: ignore[arg-type]
-            checkpoint_dir=_stage(checkpoint_dir, "cycle"),
-            resume=resume,
-            progress=progress,
+            train=partial(self.train_network, config=cycle.train, **_stage(options, "cycle")),
         )
         self.set_trained(tuned, cycle_result=result, cycle_terms=terms)
         return self
 
-    def _fit_skeleton(
-        self, volume: Volume, checkpoint_dir: Path | None, resume: bool, progress: bool
-    ) -> Skeleton:
+    def _fit_skeleton(self, volume: Volume, **options: Unpack[FitOptions]) -> Skeleton:
         cfg = self.config
         if cfg.skeleton_path is None:
-            skeleton = Skeleton(cfg.skeleton_config())
-            return skeleton.fit(
-                volume, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress
-            )
+            return Skeleton(cfg.skeleton_config()).fit(volume, **options)
         skeleton = _load_skeleton(cfg.skeleton_path)
         found = (skeleton.config.scale_factor, skeleton.config.profile)
         if found != (cfg.scale_factor, cfg.profile):
@@ -299,34 +258,15 @@ class SkelEM(TrainedMethod):
 
     # -- geometry ------------------------------------------------------------
 
-    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        return self.grid.output_shape(input_shape)
-
-    def output_voxel_size(
-        self, voxel_size: tuple[float, float, float]
-    ) -> tuple[float, float, float]:
-        return self.grid.output_voxel_size(voxel_size)
-
-    def _multiple(self) -> int:
-        """Pooling size both networks need the window aligned to (a power of two)."""
+    @property
+    def plane_multiple(self) -> int:
+        """Pooling size of the skeleton and the refiners together."""
         skeleton_depth = (
             self.skeleton.config.depth
             if self.skeleton is not None
             else self.config.skeleton_config().depth
         )
         return 2 ** max(skeleton_depth, self.config.depth)
-
-    def input_region(
-        self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
-    ) -> tuple[slice, slice, slice]:
-        return fine_window(
-            self.grid,
-            output_region,
-            input_shape,
-            halo=self.config.inference.halo,
-            multiple=self._multiple(),
-            halo_sections=self.config.halo_sections,
-        )
 
     # -- prediction ----------------------------------------------------------
 
@@ -351,40 +291,20 @@ class SkelEM(TrainedMethod):
         return residual * np.float32(self.residual_scale)
 
     def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
-        """Restore ``request.output_region``, with its maps, from a block with halo.
+        """``Method.predict_block``, all outputs from one sampling pass.
 
-        All outputs come from one sampling pass (``num_samples`` samples of
-        ``num_inference_steps`` refiner calls per plane batch and orientation).
-
-        Parameters
-        ----------
-        block : numpy.ndarray, shape (Z, Y, X)
-            Input sections starting at ``request.input_start``; should cover
-            ``input_region(request.output_region, ...)``.
-        request : BlockRequest
-            ``outputs`` may name ``"restored"``, ``"consistency"`` and ``"std"``.
-
-        Returns
-        -------
-        dict of str to numpy.ndarray of float32, shape ``request.output_shape``
-            ``"restored"``: the restoration (mean over samples); ``"consistency"``:
-            the data-consistency residual of the unprojected mean; ``"std"``: the
-            per-voxel standard deviation over samples (zero for one sample);
-            input intensity units.
+        ``num_samples`` samples of ``num_inference_steps`` refiner calls per
+        plane batch and orientation give ``"restored"`` (the mean over
+        samples), ``"consistency"`` (the data-consistency residual of the
+        unprojected mean) and ``"std"`` (the per-voxel standard deviation over
+        samples, zero for one sample), in input intensity units.
         """
         unknown = sorted(set(request.outputs) - set(_OUTPUTS))
         if unknown:
             raise ValueError(f"skelem has no outputs {unknown} (it has {', '.join(_OUTPUTS)})")
         skeleton, normalization = self._frozen_skeleton()
         cfg = self.config
-        fine, (f_lo, y_lo, x_lo) = fine_block(
-            self.grid,
-            block,
-            request,
-            normalization,
-            halo=cfg.inference.halo,
-            multiple=self._multiple(),
-        )
+        fine, (f_lo, y_lo, x_lo) = self.fine_block(block, request, normalization)
         zs, ys, xs = request.output_region
         z0, y0, x0 = request.input_start
         oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
@@ -455,9 +375,12 @@ class SkelEM(TrainedMethod):
         super().load_state(path)
 
 
-def _stage(checkpoint_dir: Path | None, name: str) -> Path | None:
-    """Checkpoint folder of one training stage (None without ``checkpoint_dir``)."""
-    return None if checkpoint_dir is None else Path(checkpoint_dir) / name
+def _stage(options: FitOptions, name: str) -> FitOptions:
+    """``options`` of one training stage: its checkpoints in ``checkpoint_dir / name``."""
+    checkpoint_dir = options.get("checkpoint_dir")
+    if checkpoint_dir is None:
+        return options
+    return {**options, "checkpoint_dir": Path(checkpoint_dir) / name}
 
 
 def _load_skeleton(path: Path) -> Skeleton:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from vemrestore.methods.skelem.noise import keyed_normal
 from vemrestore.methods.skeleton import PairSampler, Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.models.unet2d import pad_to_multiple
-from vemrestore.train import TrainResult, fit_model, fixed_validation, holdout_sections
+from vemrestore.train import TrainResult, fixed_validation, holdout_sections
 
 __all__ = [
     "PackedDenoiser",
@@ -51,23 +51,16 @@ class PackedDenoiser(nn.Module):
         return self.refiner(packed[:, :1], timesteps, packed[:, 1:-1])
 
 
+@dataclass(eq=False)
 class RefinerPairs:
     """Noised residual batches from a pool of (conditioning, residual) patches."""
 
-    def __init__(
-        self,
-        cond: np.ndarray,
-        residual: np.ndarray,
-        *,
-        scheduler: Any,
-        truncated_start: int,
-        truncated_fraction: float,
-    ) -> None:
-        self.cond = cond
-        self.residual = residual
-        self.scheduler = scheduler
-        self.truncated_start = truncated_start
-        self.truncated_fraction = truncated_fraction
+    cond: np.ndarray
+    residual: np.ndarray
+    _: KW_ONLY
+    scheduler: Any
+    truncated_start: int
+    truncated_fraction: float
 
     def pack(
         self, idx: np.ndarray, timesteps: np.ndarray, noise: np.ndarray, flips: np.ndarray
@@ -145,15 +138,14 @@ def train_refiner(
     *,
     config: SkelEMConfig,
     truncated_start: int,
-    checkpoint_dir: Path | None,
-    resume: bool,
-    progress: bool,
+    train: Callable[..., TrainResult],
 ) -> tuple[float, TrainResult]:
     """Train ``refiner`` in place on what the frozen skeleton leaves of XY pairs.
 
-    ``sections`` is the normalised stack. The residuals are scaled to unit
-    RMS; returns that scale and the diffusion loss (validated on held-out
-    sections).
+    ``sections`` is the normalised stack; ``train(model, sampler, loss_fn,
+    validate)`` trains (``TrainedMethod.train_network``). The residuals are
+    scaled to unit RMS; returns that scale and the diffusion loss (validated
+    on held-out sections).
     """
     cfg = config
     train_ids, val_ids = holdout_sections(len(sections))
@@ -178,15 +170,8 @@ def train_refiner(
     val_batch = RefinerPairs(val_cond, val_residual / np.float32(scale), **options).sample_batch(
         val_rng, num_val
     )
-    result = fit_model(
-        PackedDenoiser(refiner),
-        sample_batch=sampler.sample_batch,
-        loss_fn=F.mse_loss,
-        config=cfg.train,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        validate=fixed_validation([val_batch], F.mse_loss),
-        progress=progress,
+    result = train(
+        PackedDenoiser(refiner), sampler, F.mse_loss, fixed_validation([val_batch], F.mse_loss)
     )
     refiner.requires_grad_(False).eval()
     return scale, result

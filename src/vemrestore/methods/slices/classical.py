@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Self
 
@@ -87,14 +88,8 @@ class FlowSlices(ClassicalSlices):
     def _restore(
         self, block: np.ndarray, mask: np.ndarray, origin: tuple[int, ...], z_out: slice
     ) -> np.ndarray:
-        cfg = self.config
         options = FlowOptions(
-            attachment=cfg.attachment,
-            tightness=cfg.tightness,
-            num_warp=cfg.num_warp,
-            num_iter=cfg.num_iter,
-            tol=cfg.tol,
-            prefilter=cfg.prefilter,
+            **self.config.model_dump(include={f.name for f in fields(FlowOptions)})
         )
         out = fill_linear(block, mask)
         for a, b in runs_meeting(mask, z_out):

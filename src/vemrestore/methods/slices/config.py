@@ -7,6 +7,7 @@ is dropped on load).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +27,18 @@ __all__ = [
 ]
 
 
+# Value of an option the raw input does not give.
+_ABSENT = object()
+
+
+def _pop_option(data: Any, name: str) -> tuple[Any, Any]:
+    """Raw config input without option ``name``, and its value (``_ABSENT`` if not given)."""
+    if not isinstance(data, dict) or name not in data:
+        return data, _ABSENT
+    data = dict(data)
+    return data, data.pop(name)
+
+
 class SliceConfig(MethodConfig):
     """Options shared by the slice methods (the restored grid equals the input grid)."""
 
@@ -33,11 +46,8 @@ class SliceConfig(MethodConfig):
     @classmethod
     def _drop_scale_factor(cls, data: Any) -> Any:
         # Configs saved before the axial grid was unified hold ``scale_factor: 1``.
-        if not isinstance(data, dict) or "scale_factor" not in data:
-            return data
-        data = dict(data)
-        value = data.pop("scale_factor")
-        if value != 1:
+        data, value = _pop_option(data, "scale_factor")
+        if value is not _ABSENT and value != 1:
             raise ValueError(
                 f"scale_factor={value!r}: slice methods restore sections in place on the "
                 "input grid and take no scale_factor (remove it)"
@@ -59,11 +69,8 @@ class ClassicalSliceConfig(SliceConfig):
     @model_validator(mode="before")
     @classmethod
     def _rename_halo(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "halo_yx" not in data:
-            return data
-        data = dict(data)
-        value = data.pop("halo_yx")
-        if data.setdefault("halo", value) != value:
+        data, value = _pop_option(data, "halo_yx")
+        if value is not _ABSENT and data.setdefault("halo", value) != value:
             raise ValueError(
                 f"halo_yx={value!r} (the old name of halo) contradicts halo={data['halo']!r} "
                 "(keep only halo)"
@@ -120,23 +127,6 @@ class SlicesInference(SamplingConfig):
     num_samples: int = Field(1, ge=1, le=64)
 
 
-def _default_diffusion() -> DiffusionConfig:
-    return DiffusionConfig(prediction_type="sample")
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(
-        num_steps=1200,
-        batch_size=4,
-        patch_size=64,
-        learning_rate=1e-3,
-        lr_schedule="one-cycle",
-        loss="l2",
-        validate_every=200,
-        checkpoint_every=200,
-    )
-
-
 class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
     """Options of the diffusion restorer.
 
@@ -181,8 +171,14 @@ class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
     attention_heads: int = Field(4, ge=1, le=32)
     max_gap: int = Field(2, ge=1, le=8)
     region_probability: float = Field(0.3, ge=0.0, le=1.0)
-    diffusion: DiffusionConfig = Field(default_factory=_default_diffusion)
-    train: TrainConfig = Field(default_factory=_default_train)
+    diffusion: DiffusionConfig = Field(
+        default_factory=partial(DiffusionConfig, prediction_type="sample")
+    )
+    train: TrainConfig = Field(
+        default_factory=partial(
+            TrainConfig, num_steps=1200, batch_size=4, lr_schedule="one-cycle", loss="l2"
+        )
+    )
     inference: SlicesInference = Field(default_factory=SlicesInference)
 
     @property

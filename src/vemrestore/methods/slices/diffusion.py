@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -23,8 +23,7 @@ from vemrestore.diffusion import make_scheduler, sample, save_scheduler_config
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import register_method
-from vemrestore.methods._persist import train_record
-from vemrestore.methods._trained import TrainedMethod
+from vemrestore.methods._trained import VALIDATION_BATCHES, FitOptions, NormalizedMethod
 from vemrestore.methods.slices.base import SliceMethod
 from vemrestore.methods.slices.config import DiffusionSlicesConfig
 from vemrestore.methods.slices.damage import SliceDamageMap
@@ -38,18 +37,18 @@ from vemrestore.methods.slices.pairs import (
 )
 from vemrestore.models.anisotropic3d import AnisotropicDenoiser3D
 from vemrestore.normalize import PercentileNormalization
-from vemrestore.train import fit_model, fixed_validation, holdout_sections
+from vemrestore.train import fixed_validation, holdout_sections
 
 __all__ = ["DiffusionSlices"]
 
 logger = logging.getLogger(__name__)
 
-# Validation batches drawn once, before training.
-_VALIDATION_BATCHES = 4
 # Stacks shorter than this have no section 5 and train without validation.
 _MIN_HOLDOUT = 6
 # Side of the square tiles from which the sampling noise is drawn, seeded by position.
 _NOISE_TILE = 64
+# The config fields that size the network (``AnisotropicDenoiser3D`` options of the same name).
+_NETWORK_OPTIONS = {"num_context", "base_channels", "depth", "num_heads", "attention_heads"}
 
 
 def _position_noise(
@@ -74,12 +73,20 @@ def _position_noise(
 
 
 @register_method("slices-diffusion", DiffusionSlicesConfig)
-class DiffusionSlices(SliceMethod, TrainedMethod):
+class DiffusionSlices(SliceMethod, NormalizedMethod):
     """Conditional diffusion restorer of missing sections and masked regions.
 
     Parameters
     ----------
     config : DiffusionSlicesConfig
+        Network, training (``train``) and sampling (``inference``) options.
+
+    Attributes
+    ----------
+    damage : SliceDamageMap or None
+        The voxels to restore (``set_damage``); it travels with the pickled method.
+    normalization : PercentileNormalization or None
+        Of the undamaged sections trained on (None until trained or loaded).
 
     Examples
     --------
@@ -99,14 +106,13 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
     """
 
     name = "slices-diffusion"
-    config_class = DiffusionSlicesConfig
-    state_files = ("normalization.json",)
+    # The damage map travels with the method (dask.distributed workers need it).
+    pickled_attributes = ("damage",)
     config: DiffusionSlicesConfig
 
     def __init__(self, config: DiffusionSlicesConfig) -> None:
         super().__init__(config)
         self.context = config.num_context
-        self.normalization: PercentileNormalization | None = None
         self._scheduler: Any = None
 
     # -- state ---------------------------------------------------------------
@@ -122,17 +128,8 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
 
     def build_networks(self) -> dict[str, nn.Module]:
         cfg = self.config
-        return {
-            "net": AnisotropicDenoiser3D(
-                NUM_INPUTS,
-                num_context=cfg.num_context,
-                base_channels=cfg.base_channels,
-                depth=cfg.depth,
-                patch_size=cfg.stem_patch,
-                num_heads=cfg.num_heads,
-                attention_heads=cfg.attention_heads,
-            )
-        }
+        size = cfg.model_dump(include=_NETWORK_OPTIONS)
+        return {"net": AnisotropicDenoiser3D(NUM_INPUTS, patch_size=cfg.stem_patch, **size)}
 
     def _packed(self, networks: dict[str, nn.Module]) -> PackedDenoiser:
         residual = self.config.diffusion.prediction_type == "sample"
@@ -150,44 +147,14 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
             self._scheduler = make_scheduler(self.config.diffusion)
         return self._scheduler
 
-    def state_json(self) -> dict[str, Any]:
-        return {"normalization.json": self._require_normalization().to_dict()}
-
-    def load_state_json(self, files: dict[str, Any]) -> None:
-        self.normalization = PercentileNormalization.from_dict(files["normalization.json"])
-
-    def training_record(self) -> dict[str, Any] | None:
-        if self.train_result is None or self.networks is None:
-            return None
-        return train_record(self.train_result, model=self.networks["net"].config)
-
-    def _require_normalization(self) -> PercentileNormalization:
-        self.require_trained()
-        assert self.normalization is not None  # set together with the networks
-        return self.normalization
-
     def run_fingerprint(self) -> dict[str, Any]:
         """The damage map's and the weights' digests: a resumed run restores alike."""
-        return {**SliceMethod.run_fingerprint(self), **TrainedMethod.run_fingerprint(self)}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The damage map travels with the method (dask.distributed workers need it).
-        return {**super().__getstate__(), "damage": self.damage}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.damage = state["damage"]
+        return {**SliceMethod.run_fingerprint(self), **NormalizedMethod.run_fingerprint(self)}
 
     # -- training ------------------------------------------------------------
 
     def fit(
-        self,
-        volume: Volume,
-        *,
-        damage: SliceDamageMap | None = None,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = True,
+        self, volume: Volume, *, damage: SliceDamageMap | None = None, **options: Unpack[FitOptions]
     ) -> DiffusionSlices:
         """Train on the volume's own undamaged sections (self-supervised).
 
@@ -201,17 +168,14 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
             The stack, shape (Z, Y, X) (loaded into memory).
         damage : SliceDamageMap, optional
             Sections to leave out.
-        checkpoint_dir : pathlib.Path, optional
-            Where training checkpoints go (see ``vemrestore.train.fit_model``).
-        resume : bool
-            Continue from the checkpoint in ``checkpoint_dir``.
-        progress : bool
-            Show a progress bar.
+        **options
+            ``checkpoint_dir``, ``resume``, ``progress`` (``FitOptions``).
 
         Returns
         -------
         DiffusionSlices
-            ``self``, trained.
+            ``self``, trained; ``train_result.val_losses`` score the held-out
+            sections (empty when none could be held out).
 
         Raises
         ------
@@ -234,7 +198,7 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
         stack = volume.to_numpy()
         normalization = PercentileNormalization.from_data(stack[usable])
         sections = 2.0 * normalization.apply(stack) - 1.0
-        options = {
+        windows = {
             "usable": usable,
             "num_context": cfg.num_context,
             "max_gap": cfg.max_gap,
@@ -242,9 +206,9 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
             "region_probability": cfg.region_probability,
             "scheduler": self.scheduler,
         }
-        sampler = WindowSampler(sections, targets=usable & ~is_val, **options)
+        sampler = WindowSampler(sections, targets=usable & ~is_val, **windows)
         try:
-            val_sampler = WindowSampler(sections, targets=usable & is_val, **options)
+            val_sampler = WindowSampler(sections, targets=usable & is_val, **windows)
         except UserInputError:
             val_sampler = None
             logger.warning("no validation sections available; training without validation")
@@ -254,18 +218,11 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
             val_rng = np.random.default_rng([cfg.train.seed, 1])
             batches = [
                 val_sampler.sample_batch(val_rng, cfg.train.batch_size)
-                for _ in range(_VALIDATION_BATCHES)
+                for _ in range(VALIDATION_BATCHES)
             ]
             validate = fixed_validation(batches, joint_and_heads_loss)
-        self.train_result = fit_model(
-            self._packed(networks),
-            sample_batch=sampler.sample_batch,
-            loss_fn=joint_and_heads_loss,
-            config=cfg.train,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            validate=validate,
-            progress=progress,
+        self.train_result = self.train_network(
+            self._packed(networks), sampler, joint_and_heads_loss, validate, **options
         )
         self.set_trained(networks, normalization=normalization)
         return self
@@ -275,7 +232,7 @@ class DiffusionSlices(SliceMethod, TrainedMethod):
     def _restore(
         self, block: np.ndarray, mask: np.ndarray, origin: tuple[int, ...], z_out: slice
     ) -> np.ndarray:
-        normalization = self._require_normalization()
+        normalization = self.require_normalization()
         filled = fill_linear(block, mask)
         x = 2.0 * normalization.apply(filled) - 1.0
         c = self.context

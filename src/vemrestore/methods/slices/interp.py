@@ -7,7 +7,7 @@ that contains the slices bounding every run of damaged slices (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from skimage.registration import optical_flow_tvl1
@@ -98,7 +98,7 @@ def fill_linear(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FlowOptions:
-    """Options of scikit-image's TV-L1 flow (``skimage.registration.optical_flow_tvl1``).
+    """Keyword options of scikit-image's TV-L1 flow (``skimage.registration.optical_flow_tvl1``).
 
     Intensities are scaled to [0, 1] by the 1st and 99th percentiles of the
     two images before the flow is estimated, so the defaults suit any input range.
@@ -148,15 +148,7 @@ def interpolate_flow(
     low, high = np.percentile(np.stack([above, below]), [1, 99])
     scale = np.float32(1.0 / (high - low)) if high > low else np.float32(1.0)
     flow = optical_flow_tvl1(
-        (above - low) * scale,
-        (below - low) * scale,
-        attachment=options.attachment,
-        tightness=options.tightness,
-        num_warp=options.num_warp,
-        num_iter=options.num_iter,
-        tol=options.tol,
-        prefilter=options.prefilter,
-        dtype=np.float32,
+        (above - low) * scale, (below - low) * scale, **asdict(options), dtype=np.float32
     )
     grid = np.stack(
         np.meshgrid(*(np.arange(n, dtype=np.float32) for n in above.shape), indexing="ij")

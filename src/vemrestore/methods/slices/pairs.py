@@ -26,6 +26,7 @@ from torch import nn
 
 from vemrestore.diffusion import diffusion_target
 from vemrestore.errors import UserInputError
+from vemrestore.methods._trained import ArraySampler
 from vemrestore.methods.slices.interp import fill_linear
 from vemrestore.models.anisotropic3d import AnisotropicDenoiser3D
 
@@ -75,7 +76,7 @@ def random_region(size: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-class WindowSampler:
+class WindowSampler(ArraySampler):
     """Draw training stacks from the usable sections of a normalised stack.
 
     Parameters
@@ -172,12 +173,6 @@ class WindowSampler:
         inputs = np.stack([noisy, estimate, unknown, position, t_plane], axis=1)
         targets = np.stack([target, unknown.astype(np.float32)], axis=1)
         return inputs.astype(np.float32), targets.astype(np.float32)
-
-    def sample_batch(
-        self, rng: np.random.Generator, batch_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = self.draw(rng, batch_size)
-        return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
 class PackedDenoiser(nn.Module):
