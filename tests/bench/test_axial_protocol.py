@@ -54,3 +54,17 @@ def test_too_short_volume_is_a_user_error():
             factors=[4],
             methods=["cubic"],
         )
+
+
+def test_the_benchmark_refuses_a_volume_with_nan(tmp_path):
+    import numpy as np
+
+    from vemrestore.bench import run_axial_benchmark
+    from vemrestore.errors import UserInputError
+    from vemrestore.io import Volume, write_volume
+
+    data = np.ones((32, 8, 8), np.float32)
+    data[3, 2, 2] = np.nan
+    path = write_volume(Volume(data, voxel_size=(10, 10, 10)), tmp_path / "nan.h5:/v")
+    with pytest.raises(UserInputError, match="NaN"):
+        run_axial_benchmark([f"{path}:/v"], factors=[2], methods=["linear"])

@@ -265,8 +265,8 @@ def test_killed_iso_resumes_its_training_and_gives_the_same_output(
 
     save = _loop._save_checkpoint
 
-    def save_then_die(path, payload):
-        save(path, payload)
+    def save_then_die(path, payload, **options):
+        save(path, payload, **options)
         raise RuntimeError("killed after the first checkpoint")
 
     out = tmp_path / "restored.tif"
@@ -278,7 +278,7 @@ def test_killed_iso_resumes_its_training_and_gives_the_same_output(
 
     monkeypatch.setattr(_loop, "_save_checkpoint", save)
     other = runner.invoke(app, [args[0], args[1], str(out), *args[2:], "--steps", "5"])
-    assert other.exit_code == 2 and "other settings" in other.stderr
+    assert other.exit_code == 2 and "changed since the interrupted run" in other.stderr
 
     resumed = runner.invoke(app, [args[0], args[1], str(out), *args[2:]])
     assert resumed.exit_code == 0, resumed.output

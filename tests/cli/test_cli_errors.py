@@ -27,13 +27,16 @@ def _vol(tmp_path: Path, name="in.tif", shape=(16, 24, 24), dtype=np.uint8) -> P
 
 
 def _assert_user_error(result, *fragments: str) -> None:
+    """Exit 2 and one ``error:`` line on stderr (after any one-line ``warning:`` lines)."""
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
+    errors = [line for line in lines if not line.startswith("warning: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: "), errors[0]
+    assert lines[-1] == errors[0], result.stderr
     assert "Traceback" not in result.output
     for fragment in fragments:
-        assert fragment.lower() in lines[0].lower(), lines[0]
+        assert fragment.lower() in errors[0].lower(), errors[0]
 
 
 def _leftovers(tmp_path: Path, name: str) -> list[Path]:
@@ -159,3 +162,85 @@ def test_bench_bad_arguments(tmp_path):
         app, ["bench", "--data", str(tmp_path / "missing.tif"), "--methods", "nearest"]
     )
     _assert_user_error(result, "missing.tif")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["iso", "IN", "OUT", "--factor", "abc"], ("--factor", "number", "iso --help")),
+        (["iso", "IN", "--factor", "4"], ("missing argument", "dst")),
+        (["iso", "IN", "OUT", "--factor", "4", "--bogus"], ("--bogus",)),
+        (["--bogus", "info", "IN"], ("--bogus", "vemrestore --help")),
+        (["isoo"], ("isoo", "iso")),
+        (["train", "skeleton", "IN", "--factor", "4"], ("missing option", "--out")),
+        (["train", "skelem", "IN", "-k", "x", "--out", "m"], ("--factor", "train skelem --help")),
+        (["degrade", "IN", "OUT", "--factor", "4", "--fwhm", "wide"], ("--fwhm",)),
+        (["slices", "IN", "OUT", "--block", "8", "8"], ("--block",)),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, fragments):
+    out = tmp_path / "out.tif"
+    args = [str(_vol(tmp_path)) if a == "IN" else str(out) if a == "OUT" else a for a in args]
+    result = runner.invoke(app, args)
+    _assert_user_error(result, *fragments)
+    assert "╭" not in result.output and "Usage:" not in result.output  # no rich box
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["iso", "--help"], ["train", "lateral", "--help"]])
+def test_help_still_works(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.stdout
+
+
+def test_no_arguments_shows_the_help():
+    result = runner.invoke(app, ["train"])
+    assert "Usage" in result.output and "skeleton" in result.output
+
+
+def test_a_warning_is_one_line_without_its_source(tmp_path):
+    src = tmp_path / "plain.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("v", data=np.zeros((4, 8, 8), np.uint8))  # no voxel size: a warning
+    result = runner.invoke(app, ["info", f"{src}:/v"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("warning: ") and "no voxel size" in lines[0], lines[0]
+    assert "Warning" not in lines[0] and ".py" not in lines[0]
+
+
+def test_iso_refuses_a_method_that_is_not_axial(tmp_path):
+    src = _vol(tmp_path)
+    out = tmp_path / "out.tif"
+    result = runner.invoke(app, ["iso", str(src), str(out), "--factor", "4", "--method", "lateral"])
+    _assert_user_error(result, "lateral", "not an axial method", "cubic")
+    assert not out.exists()
+
+
+def test_iso_help_lists_the_axial_methods_only():
+    import typer.main
+
+    from vemrestore.api import axial_methods
+    from vemrestore.methods import available_methods
+
+    iso = typer.main.get_command(app).commands["iso"]
+    text = next(p.help for p in iso.params if p.name == "method")
+    listed = set(text.split(":", 1)[1].strip(" .").replace(" ", "").split(","))
+    assert listed == set(axial_methods())
+    assert set(available_methods()) - listed  # lateral, slices-* exist and are not listed
+
+
+@pytest.mark.parametrize(
+    ("slices", "factor", "fix"),
+    [(3, "2", "--factor 1.5 or smaller"), (5, "3", "--factor 2.5"), (2, "1.5", "at least 3")],
+)
+def test_degrade_refuses_fewer_than_two_sections(tmp_path, slices, factor, fix):
+    src = tmp_path / "thin.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("v", data=np.ones((slices, 8, 8), np.uint8))
+    out = tmp_path / "out.tif"
+    result = runner.invoke(app, ["degrade", f"{src}:/v", str(out), "--factor", factor])
+    _assert_user_error(result, f"--factor {factor} leaves 1 section(s)", "at least 2", fix)
+    assert not out.exists()

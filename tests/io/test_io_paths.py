@@ -46,3 +46,12 @@ def test_unknown_suffix_lists_supported_formats():
     with pytest.raises(UserInputError, match=r"vol\.png.*supported: TIFF") as info:
         format_of(Path("vol.png"))
     assert SUPPORTED_FORMATS in str(info.value)
+
+
+def test_an_output_under_a_file_is_refused_with_the_right_advice(tmp_path):
+    from vemrestore.io._paths import check_output_path
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(UserInputError, match="is a file, not a directory"):
+        check_output_path(blocker / "out.tif", overwrite=False)

@@ -111,6 +111,53 @@ def test_damage_map_errors():
         SliceDamageMap.build((10, 8, 8), missing=[10])
 
 
+def test_damage_leaving_nothing_to_restore_from_is_refused():
+    shape = (10, 8, 8)
+    with pytest.raises(UserInputError, match=r"missing lists every section \(all 10 sections"):
+        SliceDamageMap.build(shape, missing=range(10))
+    with pytest.raises(UserInputError, match="the mask covers every voxel"):
+        SliceDamageMap.build(shape, mask=np.ones(shape, np.uint8))
+    half = np.zeros(shape, bool)
+    half[5:] = True
+    with pytest.raises(UserInputError, match="missing and the mask cover every section"):
+        SliceDamageMap.build(shape, missing=range(5), mask=half)
+
+
+def test_runs_at_the_edges_and_masks_on_every_section_are_restored(stack):
+    # A run touching the top has one intact neighbour: it is copied, not refused.
+    out, _ = restore_slices(Volume(stack), missing=range(15), method="linear")
+    np.testing.assert_array_equal(out[:15], np.broadcast_to(stack[15], (15, 32, 32)))
+    # Every section partly damaged: the known pixels anchor the restoration.
+    mask = np.zeros(stack.shape, bool)
+    for z in range(stack.shape[0]):
+        mask[z, :, z : z + 2] = True
+    out, report = restore_slices(Volume(stack), mask=mask, method="linear")
+    assert len(report.restored_sections) == stack.shape[0] and np.isfinite(out).all()
+    np.testing.assert_array_equal(out[~mask], stack[~mask])
+
+
+def test_detection_finding_every_section_damaged_is_refused(stack):
+    blank = np.full(stack.shape, np.nan, np.float32)
+    with pytest.raises(UserInputError, match="detection finds every section damaged whole"):
+        prepare_slices(Volume(blank), detect=True, method="linear")
+
+
+def test_cli_refuses_a_stack_with_every_section_missing(stack, tmp_path):
+    from typer.testing import CliRunner
+
+    from vemrestore.cli import app
+    from vemrestore.io import write_volume
+
+    src = write_volume(stack, tmp_path / "stack.tif", voxel_size=(50, 4, 4))
+    out = tmp_path / "out.tif"
+    args = ["slices", str(src), str(out), "--missing", "0-15", "--method", "linear"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "missing lists every section (all 16 sections" in lines[0]
+    assert not out.exists()
+
+
 # -- linear and flow -------------------------------------------------------
 
 

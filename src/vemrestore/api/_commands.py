@@ -7,8 +7,10 @@ by the method itself).
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,18 @@ from vemrestore.api._run import (
     finish_run,
     input_signature,
     output_paths,
+    run_lock,
     start_run,
 )
 from vemrestore.api._slices import prepare_slices
 from vemrestore.engine import DEFAULT_BLOCK_SHAPE, predict_volume
+from vemrestore.errors import UserInputError
 from vemrestore.io import atomic_output, check_finite, open_volume
+from vemrestore.io._atomic import partial_path
+from vemrestore.io._paths import refuse_outputs_over_inputs
 from vemrestore.methods import RESTORED, Method, load_method
 
-__all__ = ["iso", "predict", "slices", "train"]
+__all__ = ["iso", "model_output", "predict", "slices", "train"]
 
 
 def _restoration_dtype(dtype: np.dtype) -> str:
@@ -105,12 +111,13 @@ def iso(
     restorer = configure(
         method, factor=factor, config=config, steps=steps, inference=inference, **options
     )
+    skeleton = options.get("skeleton_path")
+    _refuse_over_inputs(restorer, dst, {"input": src, "--config": config, "--skeleton": skeleton})
     volume = open_volume(src, channel=channel)
     check_finite(volume)
-    skeleton = options.get("skeleton_path")
     record = {
         "command": "iso",
-        "input": input_signature(src),
+        "input": input_signature(volume),
         "channel": channel,
         "config": restorer.config.model_dump(mode="json"),
         "skeleton": None if skeleton is None else file_signature(Path(skeleton) / "weights.pt"),
@@ -130,15 +137,23 @@ def predict(
 ) -> dict[str, Path]:
     """Apply a saved model to the volume at ``src``; outputs as in ``iso``."""
     restorer = load_method(model_dir)
+    _refuse_over_inputs(restorer, dst, {"model folder": model_dir, "input": src})
     volume = open_volume(src, channel=channel)
     check_finite(volume)
     record = {
         "command": "predict",
         "model": file_signature(Path(model_dir) / "weights.pt"),
-        "input": input_signature(src),
+        "input": input_signature(volume),
         "channel": channel,
     }
     return _run(restorer, volume, dst, record, overwrite, block_shape, scheduler, fit=False)
+
+
+def _refuse_over_inputs(restorer: Method, dst: str, inputs: Mapping[str, Any]) -> None:
+    """Refuse outputs of ``restorer`` at ``dst`` (and beside it) that are one of ``inputs``."""
+    outputs = output_paths(restorer.outputs, dst)
+    labels = {name: "output" if name == RESTORED else f"{name} output" for name in outputs}
+    refuse_outputs_over_inputs({labels[name]: path for name, path in outputs.items()}, inputs)
 
 
 def _run(
@@ -153,16 +168,17 @@ def _run(
     fit: bool,
 ) -> dict[str, Path]:
     paths = output_paths(restorer.outputs, dst)
-    folder, pending = start_run(dst, list(paths.values()), record, overwrite=overwrite)
-    todo = {name: path for name, path in paths.items() if path in pending}
-    if todo and fit:
-        if hasattr(restorer.config, "train"):
-            restorer.fit(volume, checkpoint_dir=folder, resume=True)  # type: ignore[call-arg]
-        else:
-            restorer.fit(volume)
-    engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
-    _write_outputs(restorer, volume, todo, engine)
-    finish_run(dst)
+    with run_lock(dst):
+        folder, pending = start_run(dst, list(paths.values()), record, overwrite=overwrite)
+        todo = {name: path for name, path in paths.items() if path in pending}
+        if todo and fit:
+            if hasattr(restorer.config, "train"):
+                restorer.fit(volume, checkpoint_dir=folder, resume=True)  # type: ignore[call-arg]
+            else:
+                restorer.fit(volume)
+        engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
+        _write_outputs(restorer, volume, todo, engine)
+        finish_run(dst)
     return {name: Path(path) for name, path in paths.items()}
 
 
@@ -176,21 +192,92 @@ def train(
     inference: dict[str, Any] | None = None,
     config: Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     channel: int | None = None,
     **options: Any,
 ) -> Path:
     """Train method ``name`` on the volume at ``src`` and save it to ``out``.
 
-    Checkpoints go to ``out/checkpoints``; ``resume`` continues from them.
+    Checkpoints go to ``out/checkpoints``; ``resume`` continues from them. An
+    ``out`` that exists and is not empty is refused unless ``overwrite``, and
+    then replaced only once the new model is complete (see ``model_output``).
     """
-    volume = open_volume(src, channel=channel)
-    check_finite(volume)
-    restorer = configure(
-        name, factor=factor, config=config, steps=steps, inference=inference, **options
+    refuse_outputs_over_inputs(
+        {"--out": out},
+        {"input": src, "--config": config, "--skeleton": options.get("skeleton_path")},
     )
-    restorer.fit(volume, checkpoint_dir=Path(out) / "checkpoints", resume=resume)  # type: ignore[call-arg]
-    restorer.save(Path(out))
+    with run_lock(out):
+        target = model_output(out, resume=resume, overwrite=overwrite)  # checks before any work
+        volume = open_volume(src, channel=channel)
+        check_finite(volume)
+        restorer = configure(
+            name, factor=factor, config=config, steps=steps, inference=inference, **options
+        )
+        with target as folder:
+            restorer.fit(volume, checkpoint_dir=folder / "checkpoints", resume=resume)  # type: ignore[call-arg]
+            restorer.save(folder)
     return Path(out)
+
+
+def model_output(
+    out: Path, *, resume: bool = False, overwrite: bool = False
+) -> AbstractContextManager[Path]:
+    """Check the model folder ``out``; the context yields the folder to train in and save to.
+
+    Checkpoints go to ``checkpoints/`` in the yielded folder. An absent or
+    empty ``out`` is trained in directly; ``resume`` continues from its
+    checkpoints, and is also allowed on an ``out`` that holds checkpoints
+    (its own unfinished or finished training). Any other existing ``out`` (a
+    model, other files, a file) is refused unless ``overwrite``: then the
+    model is trained in ``.NAME.partial`` beside ``out`` and replaces ``out``
+    only once complete, so a failed training keeps the old model.
+    ``.NAME.partial`` is kept after a failure for ``overwrite`` with
+    ``resume``, and discarded by ``overwrite`` alone.
+
+    The checks run when this is called, before any work.
+
+    Raises
+    ------
+    UserInputError
+        For an existing ``out`` that may not be replaced or resumed.
+    """
+    out = Path(out)
+    if not _occupied(out) or (resume and not overwrite and _has_checkpoints(out)):
+        return nullcontext(out)
+    if not overwrite:
+        raise UserInputError(_occupied_message(out, resume=resume))
+    if not resume:  # start afresh: discard the folder of an earlier failed --overwrite
+        shutil.rmtree(partial_path(out, resume=True), ignore_errors=True)
+    return atomic_output(out, overwrite=True, resume=True)
+
+
+def _occupied(path: Path) -> bool:
+    """Whether ``path`` is a file, a link or a folder with something in it."""
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def _has_checkpoints(out: Path) -> bool:
+    checkpoints = out / "checkpoints"
+    return out.is_dir() and checkpoints.is_dir() and any(checkpoints.rglob("*.pt"))
+
+
+def _occupied_message(out: Path, *, resume: bool) -> str:
+    """Why ``out`` is refused as a model folder, and what to do instead."""
+    replace = (
+        "choose another --out, or pass --overwrite to replace it once the new model is complete"
+    )
+    if not out.is_dir():
+        return f"--out {out} is a file, not a model folder ({replace})"
+    if resume:
+        return f"{out} holds no checkpoints to resume from ({replace})"
+    if _has_checkpoints(out):
+        return (
+            f"{out} holds a model or an unfinished training (pass --resume to continue its "
+            f"training, or {replace})"
+        )
+    return f"{out} exists and is not empty ({replace})"
 
 
 def slices(
@@ -217,13 +304,17 @@ def slices(
     Killed and called again, diffusion training resumes from ``.NAME.run``
     beside ``dst``, and a ``.zarr`` output from its finished blocks.
     """
+    refuse_outputs_over_inputs(
+        {"output": dst, "--report": report},
+        {"input": src, "--mask": mask, "--model-dir": model_dir},
+    )
     if report is not None:
         check_output_early(report, overwrite=overwrite)
     volume = open_volume(src, channel=channel)
     damage_mask = None if mask is None else _open_mask(mask)
     record = {
         "command": "slices",
-        "input": input_signature(src),
+        "input": input_signature(volume),
         "channel": channel,
         "missing": sorted(set(missing or [])),
         "mask": None if mask is None else input_signature(mask),
@@ -233,26 +324,27 @@ def slices(
         "seed": seed,
         "model_dir": None if model_dir is None else str(Path(model_dir).resolve()),
     }
-    folder, pending = start_run(dst, [dst], record, overwrite=overwrite)
-    restorer, summary = prepare_slices(
-        volume,
-        missing=missing,
-        mask=damage_mask,
-        detect=detect,
-        method=method,  # type: ignore[arg-type]
-        model_dir=model_dir,
-        train_steps=steps,
-        seed=seed,
-        checkpoint_dir=folder,
-    )
-    start = time.perf_counter()
-    engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
-    _write_outputs(restorer, volume, {RESTORED: dst} if pending else {}, engine)
-    summary.seconds = time.perf_counter() - start
-    if report is not None:
-        with atomic_output(report, overwrite=overwrite) as partial:
-            partial.write_text(summary.to_json())
-    finish_run(dst)
+    with run_lock(dst):
+        folder, pending = start_run(dst, [dst], record, overwrite=overwrite)
+        restorer, summary = prepare_slices(
+            volume,
+            missing=missing,
+            mask=damage_mask,
+            detect=detect,
+            method=method,  # type: ignore[arg-type]
+            model_dir=model_dir,
+            train_steps=steps,
+            seed=seed,
+            checkpoint_dir=folder,
+        )
+        start = time.perf_counter()
+        engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
+        _write_outputs(restorer, volume, {RESTORED: dst} if pending else {}, engine)
+        summary.seconds = time.perf_counter() - start
+        if report is not None:
+            with atomic_output(report, overwrite=overwrite) as partial:
+                partial.write_text(summary.to_json())
+        finish_run(dst)
     return summary
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from vemrestore.errors import UserInputError
 from vemrestore.methods import (
@@ -22,6 +22,7 @@ __all__ = ["axial_methods", "configure"]
 
 # The command-line option that sets each override, for error messages.
 OPTION_NAMES = {
+    "scale_factor": "--factor",
     "train": "--steps",
     "num_inference_steps": "--sampling-steps",
     "num_samples": "--samples",
@@ -66,17 +67,19 @@ def configure(
     Raises
     ------
     UserInputError
-        For an unknown method, a config file of another method, or an
-        override the method does not have (named by its CLI option).
+        For an unknown method, a config file that is unreadable, of another
+        method, or with an unknown, missing or invalid option (naming the
+        file), or an override the method does not have (named by its CLI option).
     pydantic.ValidationError
-        For invalid values (the message names the field).
+        For invalid override values (the message names the field).
     """
     config_cls = method_config_class(name)
     if config is not None:
         data = load_config_options(config)
         if data["method"] != name:
             raise UserInputError(
-                f"config {config} is for method {data['method']!r}, not {name!r} (fix 'method:')"
+                f"config file {config} is for method {data['method']!r}, not {name!r} "
+                f"(fix 'method:' in the file, or use it with method {data['method']!r})"
             )
     else:
         data = {"method": name}
@@ -91,9 +94,49 @@ def configure(
         _require_field(config_cls, key, name)
     if "skeleton_path" in given:
         data.pop("skeleton", None)  # a given skeleton replaces the one to train
-    method_config = config_cls.model_validate({**data, **given})
+    overrides = set(given) | ({"scale_factor"} if factor is not None else set())
+    method_config = _validate(config_cls, {**data, **given}, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
     return get_method(name)(method_config)
+
+
+def _validate(
+    config_cls: type[MethodConfig], data: dict[str, Any], file: Path | None, overrides: set[str]
+) -> MethodConfig:
+    """The config of the file's options with the overrides, validated once, together.
+
+    Errors in options the file gives (or lacks) become one `UserInputError`
+    naming the file; errors in the overrides alone stay a ``ValidationError``.
+    """
+    try:
+        return config_cls.model_validate(data)
+    except ValidationError as error:
+        if file is None:
+            raise
+        in_file = [e for e in error.errors() if not e["loc"] or e["loc"][0] not in overrides]
+        if not in_file:
+            raise
+        missing = [OPTION_NAMES[e["loc"][0]] for e in in_file if _is_missing_option(e)]
+        alternative = f" or pass {', '.join(missing)}" if missing else ""
+        raise UserInputError(
+            f"config file {file}: {'; '.join(_describe(e) for e in in_file)} "
+            f"(fix the file{alternative}; it holds {config_cls.__name__} options)"
+        ) from error
+
+
+def _is_missing_option(error: Any) -> bool:
+    """Whether a pydantic error is a missing field that a command-line option gives."""
+    return error["type"] == "missing" and len(error["loc"]) == 1 and error["loc"][0] in OPTION_NAMES
+
+
+def _describe(error: Any) -> str:
+    """``field: what is wrong`` for one pydantic error of a config file."""
+    where = ".".join(str(p) for p in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown option"
+    if error["type"] == "missing":
+        return f"{where}: missing"
+    return f"{where}: {error['msg']}"
 
 
 def _require_field(config_cls: type[BaseModel], key: str, name: str) -> None:

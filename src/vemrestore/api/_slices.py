@@ -60,6 +60,11 @@ def _build_damage(
         for z in set(found.missing) | set(found.partial):
             sources[z] = f"{sources[z]}+detected" if z in sources else "detected"
         reasons.update(found.reasons)
+        damage.require_known(
+            "detection finds every section damaged whole",
+            "check that the input is the right stack, or give the damaged sections with "
+            "missing / --missing instead of detect / --detect",
+        )
     return damage, sources, reasons
 
 
@@ -139,8 +144,9 @@ def prepare_slices(
     Raises
     ------
     UserInputError
-        For an unknown method, indices outside the stack, or a mask whose
-        shape differs from the volume's.
+        For an unknown method, indices outside the stack, a mask whose shape
+        differs from the volume's, damage that leaves nothing to restore it
+        from (every section damaged whole), or NaN/Inf voxels outside the damage.
     """
     if method not in SLICE_METHODS:
         raise UserInputError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from vemrestore.degrade import AxialSectioning
 from vemrestore.errors import UserInputError
-from vemrestore.io import Volume, open_volume
+from vemrestore.io import Volume, check_finite, open_volume
 from vemrestore.methods import get_method, method_config_class
 from vemrestore.metrics import (
     data_consistency_psnr,
@@ -132,6 +132,7 @@ def run_axial_benchmark(
     results = []
     for path in data:
         source = open_volume(path)
+        check_finite(source)
         rows, _ = benchmark_volume(
             source.to_numpy(),
             dataset=f"{Path(str(path)).parent.name}/{Path(str(path)).stem}",
@@ -238,12 +239,24 @@ def _json_number(value: Any) -> Any:
 
 
 def save_results(
-    results: Sequence[AxialResult], path: str | Path, provenance: dict[str, Any]
+    results: Sequence[AxialResult],
+    path: str | Path,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``{"results": [...], "command", "machine", "commit"}``; inf is written as "inf"."""
+    """Write ``{"results": [...], "command", "machine", "commit"}``; inf is written as "inf".
+
+    The file appears complete or not at all (`atomic_output`); a missing
+    folder is created, an existing file replaced only with ``overwrite``.
+    """
+    from vemrestore.io import atomic_output
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{k: _json_number(v) for k, v in asdict(r).items()} for r in results]
     payload = {"results": rows, **provenance}
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    text = json.dumps(payload, indent=2, allow_nan=False)
+    with atomic_output(path, overwrite=overwrite) as partial:
+        partial.write_text(text)
     return path

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vemrestore.cli._errors import UserErrorGroup
+from vemrestore.cli._errors import UserErrorGroup, show_warning
 from vemrestore.errors import UserInputError
 
 __all__ = ["app", "main"]
@@ -40,6 +41,7 @@ Channel = Annotated[
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
+    warnings.showwarning = show_warning  # one line `warning: ...`, no source line
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -95,6 +97,7 @@ def degrade(
     volume = open_volume(src, channel=channel)
     check_finite(volume)
     sectioning = AxialSectioning(factor, axis=_AXES[axis], profile=profile, fwhm=fwhm)  # type: ignore[arg-type]
+    _check_sections(volume.shape[_AXES[axis]], factor, axis)
     sections, info = sectioning.apply(volume.data)
     sections = _cast_like(np.asarray(sections), volume.dtype)
     voxel_size = list(volume.voxel_size)
@@ -107,6 +110,24 @@ def degrade(
     typer.echo(
         f"wrote {out}: {len(info.centres)} sections of {factor:g} slices along {axis}, "
         f"voxel size {tuple(voxel_size)} nm"
+    )
+
+
+def _check_sections(length: int, factor: float, axis: str) -> None:
+    """Refuse a factor that leaves fewer than 2 sections (not a volume that reads back as 3D)."""
+    from vemrestore.degrade import AxialGrid
+
+    count = AxialGrid(factor).num_sections(length)
+    if count >= 2:
+        return
+    fix = (
+        f"use --factor {length / 2:g} or smaller"
+        if length > 2
+        else f"the input needs at least 3 slices along {axis}"
+    )
+    raise UserInputError(
+        f"--factor {factor:g} leaves {count} section(s) of the {length} {axis} slices; "
+        f"at least 2 are needed ({fix})"
     )
 
 
@@ -214,18 +235,27 @@ TrainInput = Annotated[
     str, typer.Argument(help="Anisotropic input volume to learn from (self-supervised).")
 ]
 ModelOut = Annotated[Path, typer.Option("--out", help="Model directory to write.")]
-Resume = Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        help="Continue from the checkpoints in --out (with --overwrite: of the replacement)."
+    ),
+]
+ModelOverwrite = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace an existing --out, once the new model is complete."),
+]
 
 
 def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
     """Train method ``name`` on ``src`` and save it to ``out``.
 
-    ``common`` is (factor, steps, config, resume, channel); ``options`` are
-    method options (``api.train``'s keywords).
+    ``common`` is (factor, steps, config, resume, overwrite, channel);
+    ``options`` are method options (``api.train``'s keywords).
     """
     from vemrestore import api
 
-    factor, steps, config, resume, channel = common
+    factor, steps, config, resume, overwrite, channel = common
     api.train(
         name,
         src,
@@ -234,6 +264,7 @@ def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
         steps=steps,
         config=config,
         resume=resume,
+        overwrite=overwrite,
         channel=channel,
         **options,
     )
@@ -248,10 +279,11 @@ def train_skeleton(
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
     resume: Resume = False,
+    overwrite: ModelOverwrite = False,
     channel: Channel = None,
 ) -> None:
     """Train the skeleton network on the volume's own XY slices."""
-    _train_and_save("skeleton", src, out, factor, steps, config, resume, channel)
+    _train_and_save("skeleton", src, out, factor, steps, config, resume, overwrite, channel)
 
 
 @train_app.command("skelem")
@@ -265,6 +297,7 @@ def train_skelem(
     samples: Samples = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkelEMConfig).")] = None,
     resume: Resume = False,
+    overwrite: ModelOverwrite = False,
     channel: Channel = None,
 ) -> None:
     """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
@@ -274,7 +307,7 @@ def train_skelem(
         "skelem",
         src,
         out,
-        *(factor, steps, config, resume, channel),
+        *(factor, steps, config, resume, overwrite, channel),
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
     )
@@ -292,24 +325,31 @@ def train_lateral_command(
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     resume: Resume = False,
+    overwrite: ModelOverwrite = False,
 ) -> None:
     """Train lateral super-resolution + denoising without clean references."""
     from vemrestore.api import train_lateral
+    from vemrestore.api._commands import model_output
     from vemrestore.io import check_finite, open_volume
+    from vemrestore.io._paths import refuse_outputs_over_inputs
 
-    hr_volume = open_volume(hr)
-    check_finite(hr_volume)
-    lr_volume = None if lr is None else open_volume(lr)
+    refuse_outputs_over_inputs({"--out": out}, {"--hr": hr, "--lr": lr})
+    target = model_output(out, resume=resume, overwrite=overwrite)
+    hr_volume, lr_volume = open_volume(hr), None if lr is None else open_volume(lr)
+    for volume in (hr_volume, lr_volume):
+        if volume is not None:
+            check_finite(volume)
     options = {} if steps is None else {"train": {"num_steps": steps}}
-    train_lateral(
-        hr_volume,
-        lr=lr_volume,
-        scale_factor=factor,
-        out_dir=out,
-        checkpoint_dir=out / "checkpoints",
-        resume=resume,
-        **options,
-    )
+    with target as folder:
+        train_lateral(
+            hr_volume,
+            lr=lr_volume,
+            scale_factor=factor,
+            out_dir=folder,
+            checkpoint_dir=folder / "checkpoints",
+            resume=resume,
+            **options,
+        )
     typer.echo(f"saved model to {out}")
 
 

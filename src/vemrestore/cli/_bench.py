@@ -55,9 +55,23 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="OUT",
-        help="Write results as JSON.",
+        help="Write results as JSON (never over a --data volume).",
     )
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --json file.")
     return parser
+
+
+def _check_json_path(path: Path | None, data: list[str], *, overwrite: bool) -> None:
+    """Refuse a --json that is a --data volume, or exists without --overwrite, before the run."""
+    from vemrestore.io import check_output_path
+    from vemrestore.io._paths import refuse_outputs_over_inputs
+
+    if path is None:
+        return
+    for volume in data:
+        refuse_outputs_over_inputs({"--json": path}, {"--data": volume})
+    if path.parent.is_dir():  # save_results creates a missing folder
+        check_output_path(path, overwrite=overwrite)
 
 
 def run_bench_command(argv: list[str]) -> None:
@@ -69,6 +83,7 @@ def run_bench_command(argv: list[str]) -> None:
         parser.print_help()
         return
     args = parser.parse_args(argv)
+    _check_json_path(args.json_path, args.data, overwrite=args.overwrite)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         options = json.loads(args.options) if args.options else None
@@ -83,5 +98,10 @@ def run_bench_command(argv: list[str]) -> None:
     )
     print(format_table(results))
     if args.json_path is not None:
-        path = save_results(results, args.json_path, provenance(["vemrestore", "bench", *argv]))
+        path = save_results(
+            results,
+            args.json_path,
+            provenance(["vemrestore", "bench", *argv]),
+            overwrite=args.overwrite,
+        )
         print(f"saved {path}", file=sys.stderr)

@@ -2,10 +2,10 @@
 
 A run in progress lives in a partial output folder. Beside the data it keeps
 
-- ``.vemrestore/run.json``: the run's fingerprint (method, its config, input
-  source and shape, block shape, output dtype, the outputs requested and
+- ``.vemrestore/run.json``: the run's fingerprint (method, its config, the
+  input's signature, block shape, output dtype, the outputs requested and
   which of them this partial holds). A later run may reuse the partial only
-  if its fingerprint is identical;
+  if its fingerprint is identical; otherwise the refusal names what changed;
 - ``.vemrestore/done/<z>_<y>_<x>``: one empty marker per finished block,
   created only after the block's write returned. A block without a marker is
   simply computed again, so a kill at any moment never leaves a block counted
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vemrestore.errors import UserInputError
+from vemrestore.io import describe_changes
 
 __all__ = [
     "LEDGER_DIR",
@@ -44,6 +45,18 @@ __all__ = [
 LEDGER_DIR = ".vemrestore"
 _RUN_FILE = "run.json"
 _DONE_DIR = "done"
+# How a refusal names the entries of the fingerprint that changed.
+_FINGERPRINT_LABELS = {
+    "method": "the method",
+    "config": "the method settings",
+    "state.weights": "the model weights",
+    "state.damage": "the damage map",
+    "state": "the method state",
+    "block_shape": "the block shape",
+    "output_dtype": "the output dtype",
+    "outputs": "the outputs requested",
+    "output": "the output",
+}
 
 
 def write_run_record(partial: Path, fingerprint: dict[str, Any], **provenance: Any) -> None:
@@ -92,11 +105,11 @@ def check_run_record(partial: Path, fingerprint: dict[str, Any]) -> None:
     # Compare as JSON so tuples and lists read back alike.
     new = json.loads(json.dumps(fingerprint))
     if old != new:
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        subject, details = describe_changes(old, new, _FINGERPRINT_LABELS)
         raise UserInputError(
-            f"{partial} holds an unfinished run with different settings ({details}) "
-            f"(delete {partial} or pass overwrite=True to start afresh)"
+            f"{partial} holds an unfinished run with different settings: {subject} "
+            f"changed since that run ({details}); pass overwrite=True / --overwrite "
+            f"to start afresh (or delete {partial})"
         )
 
 

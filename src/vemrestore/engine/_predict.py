@@ -66,7 +66,13 @@ from vemrestore.engine._outputs import (
 )
 from vemrestore.engine._run import Run, Source, predict_region
 from vemrestore.errors import UserInputError
-from vemrestore.io import Volume, atomic_output, write_ngff_metadata, write_volume
+from vemrestore.io import (
+    Volume,
+    atomic_output,
+    volume_signature,
+    write_ngff_metadata,
+    write_volume,
+)
 from vemrestore.methods._base import RESTORED, Method
 
 if TYPE_CHECKING:
@@ -117,10 +123,12 @@ def predict_volume(
         ``vemrestore`` attribute), built in a partial folder ``.NAME.partial``
         beside it and renamed when complete. Re-running the same call after a
         crash resumes it, skipping finished blocks; the partial is reused only
-        if the method name and config, input source and shape, block shape,
-        output dtype, the outputs requested and the method's
-        ``run_fingerprint()`` (if it has one: state outside the config, such
-        as trained weights or a damage map) are unchanged.
+        if the method name and config, the input (path, file sizes and
+        modification times, shape, dtype and a digest of sampled voxels:
+        ``vemrestore.io.volume_signature``), block shape, output dtype, the
+        outputs requested and the method's ``run_fingerprint()`` (if it has
+        one: state outside the config, such as trained weights or a damage
+        map) are unchanged; otherwise it is refused, naming what changed.
         Other formats (``.tif``, ``.h5``, ``.mrc``) are assembled in memory,
         limited to 2 GiB (all outputs together) and not resumable.
     extra_outputs : mapping of str to str or Path, optional
@@ -285,8 +293,9 @@ def _predict_to_zarr(
     fingerprint = {
         "method": run.method.config.method,
         "config": run.method.config.model_dump(mode="json"),
-        "input_source": volume.source,
-        "input_shape": list(volume.shape),
+        # Path, file sizes and times, shape, dtype and a content digest: an input
+        # changed in place since the partial was started is refused, not mixed in.
+        "input": volume_signature(volume),
         "block_shape": list(block_shape),
         "output_dtype": dtype.name,
         "outputs": list(run.outputs),
@@ -338,8 +347,10 @@ def _predict_to_zarr(
         for t in targets:
             write_ngff_metadata(groups[t.name], voxel_size, array_path=ARRAY_PATH, name=t.file.stem)
             groups[t.name].attrs.update({"vemrestore": read_run_record(partials[t.name])})
-        for partial in partials.values():
-            remove_ledger(partial)
+    # The ledgers go only after the renames: a partial whose rename failed (disk full,
+    # read-only) still holds its record, so the next run finishes it without recomputing.
+    for t in targets:
+        remove_ledger(t.file)
     return targets[0].file
 
 

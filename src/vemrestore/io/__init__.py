@@ -16,6 +16,12 @@ from vemrestore.io._paths import (
     same_file,
     split_dataset_path,
 )
+from vemrestore.io._signature import (
+    describe_changes,
+    file_signature,
+    source_signature,
+    volume_signature,
+)
 from vemrestore.io._volume import Volume
 from vemrestore.io._write import write_volume
 from vemrestore.io._zarr import write_ngff_metadata
@@ -26,11 +32,15 @@ __all__ = [
     "atomic_output",
     "check_finite",
     "check_output_path",
+    "describe_changes",
     "describe_volume",
+    "file_signature",
     "format_of",
     "open_volume",
     "same_file",
+    "source_signature",
     "split_dataset_path",
+    "volume_signature",
     "write_ngff_metadata",
     "write_volume",
 ]

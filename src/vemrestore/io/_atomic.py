@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,7 +14,65 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._common import first_line
 from vemrestore.io._paths import check_output_path
 
-__all__ = ["atomic_output", "partial_path"]
+__all__ = ["atomic_output", "partial_path", "remove_stale", "storage_error"]
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NO_ACCESS = frozenset({errno.EACCES, errno.EPERM})
+_IN_THE_WAY = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY})
+
+
+def storage_error(
+    action: str,
+    path: str | os.PathLike[str],
+    error: OSError,
+    *,
+    retry: str = "run the same command again",
+) -> UserInputError:
+    """A one-line `UserInputError` for an operating-system error while writing ``path``.
+
+    The message reads ``"<action> <path> failed: <reason> (<fix>)"``; the fix
+    follows the fault: free space (disk full, quota), a writable location
+    (read-only file system, permission denied) or another output path (a
+    file or folder in the way).
+
+    Parameters
+    ----------
+    action : str
+        What was being done, e.g. ``"writing checkpoint"``.
+    path : str or path-like
+        What was being written.
+    error : OSError
+        The fault.
+    retry : str
+        How to carry on once space is freed (``"run the same command again"``).
+
+    Returns
+    -------
+    UserInputError
+        To raise ``from error``.
+
+    Examples
+    --------
+    >>> import errno
+    >>> full = OSError(errno.ENOSPC, "No space left on device")
+    >>> print(storage_error("writing", "/d/o.tif", full))
+    writing /d/o.tif failed: No space left on device (free space, then run the same command again)
+    """
+    reason = error.strerror or first_line(error)
+    where = Path(os.fsdecode(error.filename)) if isinstance(error.filename, str | bytes) else None
+    if where is not None and where != Path(path):
+        reason = f"{reason}: {where}"
+    if error.errno in _FULL:
+        fix = f"free space, then {retry}"
+    elif error.errno == errno.EROFS:
+        fix = "the file system is read-only; choose an output path on a writable one"
+    elif error.errno in _NO_ACCESS:
+        fix = f"make {(where or Path(path)).parent} writable or choose another output path"
+    elif error.errno in _IN_THE_WAY:
+        fix = "a file or folder is in the way; choose another output path"
+    else:
+        fix = f"check the destination, then {retry}"
+    return UserInputError(f"{action} {path} failed: {reason} ({fix})")
 
 
 def partial_path(path: str | os.PathLike[str], *, resume: bool = False) -> Path:
@@ -35,7 +95,10 @@ def atomic_output(
     Works for files and directories (Zarr stores). An existing output is
     replaced only after the new one is complete, and only when ``overwrite``
     is True. If the block raises, the temporary is removed and nothing appears
-    at ``path``.
+    at ``path``. Leftovers of a killed writer of ``path`` are cleaned up on
+    entry: temporaries ``.<name>.partial-<pid>`` of processes that no longer
+    run are removed, and the previous output it was swapping out
+    (``.<name>.old-<pid>``) is put back if nothing is at ``path``.
 
     Parameters
     ----------
@@ -58,8 +121,9 @@ def atomic_output(
     ------
     UserInputError
         When the output exists and ``overwrite`` is False, its directory is
-        missing or not writable, or writing fails with an operating-system
-        error (disk full, permission denied).
+        missing or not writable, or writing or the final rename fails with an
+        operating-system error (disk full, read-only, permission denied, a
+        file in the way): one line naming ``path``, the fault and its fix.
 
     Examples
     --------
@@ -71,6 +135,8 @@ def atomic_output(
     'done'
     """
     final = Path(path)
+    _recover_swap(final)
+    remove_stale(final.with_name(f".{final.name}.partial-"))
     check_output_path(final, overwrite=overwrite)
     tmp = partial_path(final, resume=resume)
     if not resume:
@@ -82,8 +148,65 @@ def atomic_output(
         if not resume:
             _remove(tmp)
         if isinstance(error, OSError):
-            raise UserInputError(f"writing {final} failed: {first_line(error)}") from error
+            retry = "run the same command again" + (" to resume" if resume else "")
+            raise storage_error("writing", final, error, retry=retry) from error
         raise
+
+
+def remove_stale(prefix: Path) -> None:
+    """Delete ``<prefix><pid>`` leftovers of processes that no longer run.
+
+    A killed writer leaves its temporary ``.NAME.partial-<pid>`` behind; the
+    next writer of ``NAME`` removes it. Names whose pid is a live process (or
+    not a number) are kept.
+
+    Parameters
+    ----------
+    prefix : pathlib.Path
+        The temporary names without the pid, e.g. ``dir/.out.tif.partial-``.
+    """
+    for path in _stale(prefix):
+        _remove(path)
+
+
+def _stale(prefix: Path) -> list[Path]:
+    """``<prefix><pid>`` siblings whose process is gone."""
+    try:
+        candidates = sorted(prefix.parent.glob(glob.escape(prefix.name) + "*"))
+    except OSError:  # no directory to look in: check_output_path reports it
+        return []
+    tail = len(prefix.name)
+    return [p for p in candidates if p.name[tail:].isdigit() and _dead(int(p.name[tail:]))]
+
+
+def _dead(pid: int) -> bool:
+    """Whether no process ``pid`` exists (unsure counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # exists but is not ours, or not a valid pid
+        return False
+    return False
+
+
+def _recover_swap(final: Path) -> None:
+    """Finish the swap a killed writer left half-done (see `_finalise`).
+
+    An ``.NAME.old-<pid>`` of a dead process is the previous output: put back
+    when nothing is at ``final`` (killed between the two renames), otherwise
+    deleted (killed after the new output was in place).
+    """
+    for old in _stale(final.with_name(f".{final.name}.old-")):
+        if final.exists() or final.is_symlink():
+            _remove(old)
+        else:
+            try:
+                os.replace(old, final)
+            except OSError:  # leave it for the user; check_output_path may still pass
+                pass
 
 
 def _finalise(tmp: Path, final: Path, *, overwrite: bool) -> None:

@@ -16,7 +16,7 @@ _SEQUENCE = "IQ"  # tifffile: image sequence / unknown; taken as Z when it is th
 
 
 def to_zyx(data: Any, axes: str | None, *, source: str, channel: int | None) -> tuple[Any, str]:
-    """Select ``channel``, drop singleton axes and order the rest as ZYX.
+    """Select ``channel``, drop singleton axes (but Z, Y and X) and order the rest as ZYX.
 
     Parameters
     ----------
@@ -83,8 +83,8 @@ def to_zyx(data: Any, axes: str | None, *, source: str, channel: int | None) -> 
                     f"(axes {axes}); pass channel=0..{size - 1} / --channel"
                 )
             index.append(channel)
-        elif size == 1 and letter not in "YX":
-            index.append(0)
+        elif size == 1 and (letter not in "ZYX" or letter in kept):
+            index.append(0)  # a stack of one section keeps its Z axis
         elif letter in "ZYX" and letter not in kept:
             index.append(slice(None))
             kept.append(letter)

@@ -20,6 +20,10 @@ _MAX_LISTED = 10
 def check_finite(volume: Volume) -> None:
     """Raise if the volume holds NaN or Inf values (block by block for lazy volumes).
 
+    `open_volume` reads NaN/Inf as they are, in every format; commands that
+    need numbers everywhere (``iso``, ``predict``, ``train``, ``degrade``)
+    call this, while ``slices`` accepts them in the voxels it restores.
+
     Parameters
     ----------
     volume : Volume
@@ -29,7 +33,7 @@ def check_finite(volume: Volume) -> None:
     ------
     UserInputError
         Naming the source, the number of bad voxels and the first z-slices
-        that hold them.
+        that hold them, with how to restore or replace them.
 
     Examples
     --------
@@ -49,9 +53,11 @@ def check_finite(volume: Volume) -> None:
     slices = np.flatnonzero(per_slice)
     listed = ", ".join(str(int(z)) for z in slices[:_MAX_LISTED])
     more = ", ..." if len(slices) > _MAX_LISTED else ""
+    name = volume.source or "the volume"
     raise UserInputError(
-        f"{volume.source or 'volume'} contains {total} NaN/Inf voxels (z slices {listed}{more}); "
-        "replace them first (e.g. numpy.nan_to_num) or mask the damaged slices"
+        f"{name} contains {total} NaN/Inf voxels (z slices {listed}{more}); restore those "
+        f"sections first (e.g. `vemrestore slices {volume.source or 'IN'} restored.zarr --detect`, "
+        "which restores every NaN/Inf voxel) or replace the values (e.g. numpy.nan_to_num)"
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "RawArray",
     "describe_arrays",
     "first_line",
+    "first_sentence",
     "nm_per_unit",
     "reading_errors",
     "voxel_size_from_attrs",
@@ -143,3 +144,9 @@ def reading_errors(source: str | Path, kind: str) -> Iterator[None]:
             f"cannot read {source} as {kind}: {first_line(error)} "
             f"(check that the file is complete and really {kind})"
         ) from error
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of the first non-empty line of ``text``."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line.split(". ", 1)[0]

@@ -9,7 +9,6 @@ import numpy as np
 
 from vemrestore.errors import UserInputError
 from vemrestore.io._axes import to_zyx
-from vemrestore.io._check import check_finite
 from vemrestore.io._common import RawArray, reading_errors
 from vemrestore.io._hdf5 import read_hdf5
 from vemrestore.io._mrc import read_mrc
@@ -27,8 +26,11 @@ def open_volume(path: str | os.PathLike[str], *, channel: int | None = None) -> 
     """Open a 3D volume from TIFF, HDF5, Zarr/OME-Zarr or MRC, with its voxel size in nm.
 
     Small TIFF and MRC files are read into memory; HDF5, Zarr and files over
-    512 MB open lazily as dask arrays (``volume.is_lazy``). Singleton axes are
-    dropped and the result is always ZYX.
+    512 MB open lazily as dask arrays (``volume.is_lazy``). Singleton axes
+    other than Z, Y and X are dropped and the result is always ZYX (a stack
+    of one section has Z = 1). Values are not checked, whatever the format:
+    NaN/Inf voxels are read as they are (a damaged section for ``slices`` to
+    restore); call `check_finite` where every voxel must be a number.
 
     Parameters
     ----------
@@ -52,9 +54,8 @@ def open_volume(path: str | os.PathLike[str], *, channel: int | None = None) -> 
     Raises
     ------
     UserInputError
-        Missing, unreadable or corrupt file, unknown suffix, missing dataset,
-        2D image, channel axis without ``channel``, or NaN/Inf in a volume
-        read into memory (for lazy volumes call `check_finite`).
+        Missing, unreadable, truncated or corrupt file, unknown suffix,
+        missing dataset, 2D image, or channel axis without ``channel``.
 
     Warns
     -----
@@ -91,7 +92,7 @@ def open_volume(path: str | os.PathLike[str], *, channel: int | None = None) -> 
 
 
 def _to_volume(raw: RawArray, *, fmt: str, source: str, channel: int | None) -> Volume:
-    """Normalise axes, fill in an unknown voxel size (with a warning) and check values."""
+    """Normalise axes and fill in an unknown voxel size (with a warning)."""
     dtype = np.dtype(raw.data.dtype)
     if dtype.kind not in "biuf":
         raise UserInputError(
@@ -104,7 +105,8 @@ def _to_volume(raw: RawArray, *, fmt: str, source: str, channel: int | None) -> 
         why = f" (metadata: {where})" if where else ""
         warnings.warn(
             f"{source} gives no voxel size for axis {', '.join(missing)}{why}; "
-            "using 1 nm there (pass the voxel size explicitly where it matters)",
+            "using 1 nm there, and outputs carry it (where it matters, save the input with "
+            "its voxel size: vemrestore.io.write_volume(data, path, voxel_size=(z, y, x)) in nm)",
             UserWarning,
             stacklevel=3,
         )
@@ -113,7 +115,7 @@ def _to_volume(raw: RawArray, *, fmt: str, source: str, channel: int | None) -> 
     metadata.update(raw.metadata)
     if channel is not None:
         metadata["channel"] = channel
-    volume = Volume(
+    return Volume(
         data=data,
         # 9 significant digits: drops the noise of rational TIFF tags and unit conversion
         voxel_size=tuple(float(f"{v:.9g}") for v in voxel_size),  # type: ignore[arg-type]
@@ -121,6 +123,3 @@ def _to_volume(raw: RawArray, *, fmt: str, source: str, channel: int | None) -> 
         source=source,
         metadata=metadata,
     )
-    if not volume.is_lazy:
-        check_finite(volume)
-    return volume

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from vemrestore.errors import UserInputError
 
-__all__ = ["SUPPORTED_FORMATS", "check_output_path", "format_of", "same_file", "split_dataset_path"]
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "check_output_path",
+    "format_of",
+    "refuse_outputs_over_inputs",
+    "same_file",
+    "split_dataset_path",
+]
 
 _SUFFIXES = {
     ".tif": "tiff",
@@ -102,6 +110,10 @@ def check_output_path(path: Path, *, overwrite: bool) -> None:
         missing or not writable.
     """
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserInputError(
+            f"cannot write {path}: {parent} is a file, not a directory (choose another path)"
+        )
     if not parent.is_dir():
         raise UserInputError(
             f"cannot write {path}: directory {parent} does not exist (create it first)"
@@ -112,3 +124,60 @@ def check_output_path(path: Path, *, overwrite: bool) -> None:
         )
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise UserInputError(f"{path} exists; pass overwrite=True / --overwrite to replace it")
+
+
+PathArg = str | os.PathLike[str] | None
+
+
+def refuse_outputs_over_inputs(
+    outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg]
+) -> None:
+    """Refuse an output that would write over an input or over another output.
+
+    Paths are compared as files (``file.h5:/dataset`` names ``file.h5``), after
+    resolving links. An output is refused when it is an input, lies inside an
+    input folder (a model folder, a Zarr store) or contains an input; outputs
+    must be pairwise distinct the same way. ``overwrite`` does not lift this:
+    replacing an input would destroy the data being read.
+
+    Parameters
+    ----------
+    outputs, inputs : mapping of str to path
+        Label (what the user gave, e.g. ``"--report"``) -> path; None values
+        (options not given) are skipped.
+
+    Raises
+    ------
+    UserInputError
+        Naming both paths, for the first clash found.
+
+    Examples
+    --------
+    >>> refuse_outputs_over_inputs({"output": "out.tif"}, {"input": "in.h5:/raw"})
+    >>> refuse_outputs_over_inputs({"--report": "in.tif"}, {"input": "in.tif"})
+    Traceback (most recent call last):
+    ...
+    vemrestore.errors.UserInputError: --report in.tif is the input in.tif (choose another path)
+    """
+    given_outputs = [(label, path) for label, path in outputs.items() if path is not None]
+    given_inputs = [(label, path) for label, path in inputs.items() if path is not None]
+    for index, (label, path) in enumerate(given_outputs):
+        for other_label, other in given_inputs + given_outputs[:index]:
+            clash = _clash(split_dataset_path(path)[0], split_dataset_path(other)[0])
+            if clash:
+                raise UserInputError(
+                    f"{label} {os.fspath(path)} {clash} {other_label} {os.fspath(other)} "
+                    "(choose another path)"
+                )
+
+
+def _clash(output: Path, other: Path) -> str | None:
+    """How ``output`` would write over ``other`` ("is", "is inside", "contains"), or None."""
+    if same_file(output, other):
+        return "is the"
+    resolved_output, resolved_other = output.resolve(), other.resolve()
+    if resolved_output.is_relative_to(resolved_other):
+        return "is inside the"
+    if resolved_other.is_relative_to(resolved_output):
+        return "contains the"
+    return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import weakref
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from vemrestore.errors import UserInputError
 from vemrestore.io import _common
 from vemrestore.io._common import RawArray, nm_per_unit
 
@@ -24,32 +28,127 @@ BIGTIFF_BYTES = 2**31
 _IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 # Bytes computed at once when a dask array is written page by page.
 _SLAB_BYTES = 256 * 2**20
+# tifffile's log messages for a page or tag beyond the end of the file (a broken page chain).
+_BROKEN = re.compile(
+    r"invalid (page |value )?offset|offset to (first )?page|corrupted tag list|invalid next page"
+)
 
 
 def read_tiff(file: Path) -> RawArray:
-    """Read the first series of a TIFF; lazily through tifffile's Zarr store when it is large."""
-    with tifffile.TiffFile(file) as tif:
+    """Read the first series of a TIFF; lazily through tifffile's Zarr store when it is large.
+
+    A single image whose ImageJ or OME metadata give a z spacing is a stack of
+    one section (vemrestore writes one so); a truncated or corrupt file (fewer
+    images than its metadata announce, or a broken chain of pages) is refused.
+    """
+    with _tifffile_errors(file) as logged, tifffile.TiffFile(file) as tif:
         if not tif.series:
             raise ValueError("no image found in the file")
         series = tif.series[0]
         axes = series.axes
         shape = tuple(series.shape)
+        _check_complete(tif, file, _planes(axes, shape), logged)
         dtype = np.dtype(series.dtype)
         voxel_size, where = _voxel_size(tif)
         lazy = math.prod(shape) * dtype.itemsize > _common.LAZY_BYTES
         data = None if lazy else series.asarray()
+        one_section = _is_one_section(tif, axes, shape)
     if lazy:
         store = tifffile.imread(file, aszarr=True, series=0, level=0)
         array = zarr.open_array(store, mode="r")
         weakref.finalize(array, store.close)  # the file stays open while the array is in use
         data = da.from_array(array, chunks="auto")
+    if one_section:
+        data, axes = data[np.newaxis], f"Z{axes}"
     return RawArray(data, axes, voxel_size, {"voxel_size_from": where})
+
+
+@contextmanager
+def _tifffile_errors(file: Path) -> Iterator[list[str]]:
+    """Collect (and keep off the terminal) what tifffile logs at ERROR level while reading.
+
+    A reading error after tifffile logged a broken page chain becomes the
+    one-line "truncated or corrupt" `UserInputError`.
+    """
+    logged: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    logger = logging.getLogger("tifffile")
+    handler = _Collect(logging.ERROR)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield logged
+    except UserInputError:
+        raise
+    except Exception as error:
+        if _broken_chain(logged):
+            raise _truncated(file, f"tifffile: {_without_repr(logged[0])}") from error
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _planes(axes: str, shape: tuple[int, ...]) -> int:
+    """Number of 2D images in a series (every axis but Y, X and samples)."""
+    return math.prod(n for a, n in zip(axes, shape, strict=True) if a not in "YXS")
+
+
+def _expected_images(tif: tifffile.TiffFile) -> int | None:
+    """Images in the first series according to ImageJ or OME metadata (None if unknown)."""
+    if tif.is_imagej and tif.imagej_metadata is not None:
+        return int(tif.imagej_metadata.get("images", 1))
+    pixels = _ome_pixels(tif)
+    if pixels is None:
+        return None
+    return math.prod(int(pixels.get(f"Size{a}", 1)) for a in "ZCT")
+
+
+def _check_complete(tif: tifffile.TiffFile, file: Path, found: int, logged: list[str]) -> None:
+    """Raise if the file holds fewer images than announced or its page chain is broken."""
+    expected = _expected_images(tif)
+    if expected is not None and found < expected:
+        raise _truncated(file, f"expected {expected} images, found {found}")
+    if _broken_chain(logged):
+        raise _truncated(file, f"{found} image(s) readable; tifffile: {_without_repr(logged[0])}")
+
+
+def _broken_chain(logged: list[str]) -> bool:
+    """Whether tifffile logged a page or tag beyond the end of the file."""
+    return any(_BROKEN.search(message) for message in logged)
+
+
+def _truncated(file: Path, detail: str) -> UserInputError:
+    return UserInputError(f"{file} is truncated or corrupt ({detail}); copy or save the file again")
+
+
+def _without_repr(message: str) -> str:
+    """A tifffile log message without the ``<tifffile.X ...>`` names of its objects."""
+    return re.sub(r"<[^<>]*>\s*", "", message).strip() or message
+
+
+def _is_one_section(tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...]) -> bool:
+    """Whether a single image is a one-section stack: its metadata give a z spacing.
+
+    ImageJ writes ``spacing`` only for stacks, OME ``PhysicalSizeZ`` describes
+    sections; vemrestore writes both for every volume, a single section too.
+    """
+    if _planes(axes, shape) != 1 or "Z" in axes:
+        return False
+    if tif.is_imagej and tif.imagej_metadata is not None:
+        return "spacing" in tif.imagej_metadata
+    pixels = _ome_pixels(tif)
+    return pixels is not None and pixels.get("PhysicalSizeZ") is not None
 
 
 def _voxel_size(tif: tifffile.TiffFile) -> tuple[dict[str, float], str]:
     """Voxel size in nm from OME-XML or ImageJ metadata, and which one was used."""
     if tif.is_ome and tif.ome_metadata:
-        return _ome_voxel_size(tif.ome_metadata), "OME-XML"
+        return _ome_voxel_size(_ome_pixels(tif)), "OME-XML"
     if tif.is_imagej and tif.imagej_metadata is not None:
         metadata = tif.imagej_metadata
         scale = nm_per_unit(metadata.get("unit"))
@@ -64,10 +163,19 @@ def _voxel_size(tif: tifffile.TiffFile) -> tuple[dict[str, float], str]:
     return {}, "none (no ImageJ or OME metadata)"
 
 
-def _ome_voxel_size(xml: str) -> dict[str, float]:
-    """PhysicalSizeX/Y/Z of the first OME ``Pixels`` element, in nm (OME's default unit is µm)."""
-    root = ElementTree.fromstring(xml)
-    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
+    """The first ``Pixels`` element of the OME-XML, if the file has one."""
+    if not (tif.is_ome and tif.ome_metadata):
+        return None
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except ElementTree.ParseError:
+        return None  # unreadable metadata: no voxel size, no image count
+    return next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+
+
+def _ome_voxel_size(pixels: ElementTree.Element | None) -> dict[str, float]:
+    """PhysicalSizeX/Y/Z of an OME ``Pixels`` element, in nm (OME's default unit is µm)."""
     if pixels is None:
         return {}
     sizes = {}
@@ -81,12 +189,15 @@ def _ome_voxel_size(xml: str) -> dict[str, float]:
 
 def write_tiff(data: Any, tmp: Path, voxel_size: tuple[float, float, float], *, ome: bool) -> None:
     """Write a ZYX array as an ImageJ hyperstack, or as OME-TIFF when ``ome``, the data are
-    over `BIGTIFF_BYTES` (then BigTIFF) or the dtype is not one ImageJ reads.
+    over `BIGTIFF_BYTES` (then BigTIFF), an image is one pixel wide or high, or the dtype
+    is not one ImageJ reads.
     """
     vz, vy, vx = voxel_size
     dtype = np.dtype(data.dtype)
     bigtiff = data.size * dtype.itemsize > BIGTIFF_BYTES
-    if ome or bigtiff or dtype not in _IMAGEJ_DTYPES:
+    # ImageJ hyperstacks of one-pixel-wide images read back with the wrong axes.
+    thin = min(data.shape[1:]) < 2
+    if ome or bigtiff or thin or dtype not in _IMAGEJ_DTYPES:
         options: dict[str, Any] = {
             "ome": True,
             "bigtiff": bigtiff,

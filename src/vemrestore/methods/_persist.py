@@ -12,9 +12,9 @@ training, ``training.json`` (loss history).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ import torch
 import yaml
 
 from vemrestore.errors import UserInputError
+from vemrestore.io._common import first_sentence
 from vemrestore.methods._base import Method, MethodConfig, get_method, method_config_class
+from vemrestore.train import torch_load_reason
 
 __all__ = [
     "apply_weights",
@@ -40,12 +42,26 @@ __all__ = [
 ]
 
 
+# Where a saved model comes from, for messages.
+_SAVED_BY = "written by `vemrestore train ... --out` or `slices --model-dir`"
+
+
 def _config_from_dict(data: Any, source: Path) -> MethodConfig:
+    return method_config_class(_method_of(data, source)).model_validate(data)
+
+
+def _method_of(data: Any, source: Path) -> str:
+    """The registered method a config mapping names; anything else is a user error."""
     if not isinstance(data, dict) or "method" not in data:
         raise UserInputError(
             f"{source} must hold a mapping with a 'method' key (e.g. 'method: skeleton')"
         )
-    return method_config_class(str(data["method"])).model_validate(data)
+    name = str(data["method"])
+    try:
+        method_config_class(name)
+    except UserInputError as exc:
+        raise UserInputError(f"config file {source}: {exc}") from exc
+    return name
 
 
 def load_config(path: Path) -> MethodConfig:
@@ -82,25 +98,43 @@ def load_config(path: Path) -> MethodConfig:
 
 
 def load_config_options(path: Path) -> dict[str, Any]:
-    """The options written in a config file, checked like ``load_config``.
+    """The options written in a config file, not yet validated.
 
-    Unlike ``load_config(path).model_dump()``, options left out stay out, so
-    values derived from others (e.g. a nested ``scale_factor``) follow an
-    override of the option they derive from.
+    The file must hold a mapping whose ``method`` names a registered method;
+    its values are validated together with the options that override them
+    (``vemrestore.api.configure``), so a file may leave out what an option
+    gives (e.g. ``scale_factor`` with ``--factor``). Options left out stay
+    out, so values derived from others (e.g. a nested ``scale_factor``)
+    follow an override of the option they derive from.
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing, unreadable, not YAML, not a mapping, or
+        names no registered method.
     """
     data = _read_mapping(path)
-    _config_from_dict(copy.deepcopy(data), Path(path))  # validators may fill the mapping
+    _method_of(data, Path(path))
     return data
 
 
 def _read_mapping(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"config file {path} does not exist (check the path)")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise UserInputError(f"config file {path} {problem} (check the path)")
     try:
         return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"config file {path} is not valid YAML ({exc})") from exc
+    except yaml.MarkedYAMLError as exc:
+        where = "" if exc.problem_mark is None else f" at line {exc.problem_mark.line + 1}"
+        raise UserInputError(
+            f"config file {path} is not valid YAML ({exc.problem or exc.context}{where})"
+        ) from exc
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(
+            f"config file {path} cannot be read as YAML ({reason}); pass a YAML text file"
+        ) from exc
 
 
 def save_config(config: MethodConfig, path: Path) -> None:
@@ -129,7 +163,10 @@ def load_method(path: Path) -> Method:
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise UserInputError(f"{path} has no config.json (pass a directory written by method.save)")
+        fix = f"pass a model folder {_SAVED_BY}"
+        if not path.is_dir():
+            fix = f"{path} {'is not a folder' if path.exists() else 'does not exist'}: {fix}"
+        raise UserInputError(f"{path} has no config.json ({fix})")
     config = load_config(config_path)
     method = get_method(config.method)(config)
     if hasattr(method, "load_state"):
@@ -181,17 +218,31 @@ def require_files(path: Path, names: tuple[str, ...], owner: str) -> None:
     """Raise a ``UserInputError`` naming the first of ``names`` missing from ``path``."""
     for name in names:
         if not (Path(path) / name).exists():
-            raise UserInputError(f"{path} has no {name} (pass a directory written by {owner}.save)")
+            raise UserInputError(
+                f"{path} has no {name}: this {owner} model folder is incomplete "
+                "(save or train the model again)"
+            )
 
 
 def load_weights(path: Path) -> Any:
-    """The state dict(s) in ``path/weights.pt``, on the CPU; a damaged file is a user error."""
+    """The state dict(s) in ``path/weights.pt``, on the CPU; a damaged file is a user error.
+
+    Only tensors and plain containers are loaded (``weights_only=True``): a
+    file holding anything else is refused, never unpickled.
+    """
     file = Path(path) / "weights.pt"
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle's protocol
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot read {file} ({exc.strerror or exc}); check that it is a readable file"
+        ) from exc
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise UserInputError(
-            f"{file} is corrupt or incomplete ({exc}); save the method again"
+            f"{file} is corrupt, truncated or not a vemrestore model ({torch_load_reason(exc)}); "
+            "save or train the model again"
         ) from exc
 
 
@@ -200,18 +251,27 @@ def apply_weights(model: torch.nn.Module, weights: Any, path: Path) -> None:
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        reason = first_sentence(str(exc)) or type(exc).__name__
         raise UserInputError(
-            f"{Path(path) / 'weights.pt'} does not fit this config's network "
-            f"({str(exc).splitlines()[0]}); save the method again"
+            f"{Path(path) / 'weights.pt'} does not fit this config's network ({reason}); "
+            "config.json and weights.pt must come from one save: save or train the model again"
         ) from exc
 
 
 def load_json_state(file: Path) -> Any:
     """The JSON in ``file`` (a saved method's state); a damaged file is a user error."""
     try:
-        return json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{file} is damaged ({exc}); save the method again") from exc
+        text = file.read_text()
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot read {file} ({exc.strerror or exc}); check that it is a readable file"
+        ) from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UserInputError(
+            f"{file} is damaged ({first_sentence(str(exc))}); save or train the model again"
+        ) from exc
 
 
 def weights_digest(*modules: torch.nn.Module) -> str:

@@ -14,6 +14,7 @@ from vemrestore.train._loop import (
     pixel_loss,
     resolve_device,
 )
+from vemrestore.train._torch_load import torch_load_reason
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -26,4 +27,5 @@ __all__ = [
     "pixel_loss",
     "resolve_device",
     "split_batches",
+    "torch_load_reason",
 ]

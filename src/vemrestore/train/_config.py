@@ -34,7 +34,9 @@ class TrainConfig(BaseModel):
     seed : int
         Seeds the data generator and torch; a resumed run restores both streams.
     checkpoint_every, validate_every : int
-        Steps between checkpoints and between validations.
+        Steps between checkpoints and between validations. Checkpoints come
+        at least every 5 % of ``num_steps`` (so a short run resumes close to
+        where it stopped) and after the last step.
     device : {"auto", "cpu", "cuda"}
         "auto" takes CUDA when available.
     amp : bool

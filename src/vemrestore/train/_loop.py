@@ -9,6 +9,7 @@ exactly (model, optimiser, schedule and both random streams are restored).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -25,9 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from vemrestore.errors import UserInputError
+from vemrestore.io._atomic import storage_error
 from vemrestore.train._config import TrainConfig
+from vemrestore.train._torch_load import torch_load_reason
 
-__all__ = ["CHECKPOINT_NAME", "TrainResult", "fit_model", "pixel_loss", "resolve_device"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainResult",
+    "checkpoint_interval",
+    "fit_model",
+    "pixel_loss",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,8 @@ _CHECKPOINT_KEYS = frozenset(
         "config",
     }
 )
+# What to do once a checkpoint write failure is fixed, for a run started without resume.
+_RETRY_WITHOUT_RESUME = "run again with resume=True (--resume) to continue from the last checkpoint"
 # Options that may change between a run and its resumption without a warning.
 _RESUMABLE_CHANGES = frozenset(
     {"num_steps", "checkpoint_every", "validate_every", "device", "num_threads", "amp"}
@@ -133,16 +145,60 @@ def _cpu_threads(device: torch.device, num_threads: int | None) -> Iterator[None
         torch.set_num_threads(previous)
 
 
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def _checkpoint_tmp(path: Path) -> Path:
+    """The temporary name a checkpoint is written under before the rename."""
+    return path.with_name(path.name + ".tmp")
 
 
-def _short_reason(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {first[:100]}" if first else type(exc).__name__
+def _save_checkpoint(path: Path, payload: dict[str, Any], *, retry: str) -> None:
+    """Write ``payload`` to ``path`` atomically: temporary file, fsync, rename.
+
+    Serialised in memory first, so every storage fault surfaces as an
+    `OSError` of the plain file write. On failure the temporary is removed
+    and the previous checkpoint at ``path`` is untouched.
+
+    Raises
+    ------
+    UserInputError
+        If writing or renaming fails (disk full, read-only, permission denied).
+    """
+    tmp = _checkpoint_tmp(path)
+    buffer = io.BytesIO()
+    try:
+        torch.save(payload, buffer)
+        with open(tmp, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise storage_error("writing checkpoint", path, error, retry=retry) from error
+
+
+def _prepare_checkpoint_dir(path: Path) -> None:
+    """Create the folder of checkpoint ``path`` and drop a killed run's temporary file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _checkpoint_tmp(path).unlink(missing_ok=True)
+    except OSError as error:
+        raise storage_error("creating checkpoint folder", path.parent, error) from error
+
+
+def checkpoint_interval(config: TrainConfig) -> int:
+    """Steps between checkpoints: ``checkpoint_every``, at most 5 % of ``num_steps``.
+
+    So that even a short run killed midway resumes close to where it stopped.
+
+    Examples
+    --------
+    >>> checkpoint_interval(TrainConfig(num_steps=60, checkpoint_every=200))
+    3
+    >>> checkpoint_interval(TrainConfig(num_steps=100_000, checkpoint_every=200))
+    200
+    """
+    return min(config.checkpoint_every, max(1, math.ceil(0.05 * config.num_steps)))
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -151,7 +207,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise UserInputError(
-            f"checkpoint {path} is corrupt or incomplete ({_short_reason(exc)}); {fix}"
+            f"checkpoint {path} is corrupt or incomplete ({torch_load_reason(exc)}); {fix}"
         ) from exc
     if not isinstance(payload, dict) or not _CHECKPOINT_KEYS <= set(payload):
         missing = sorted(_CHECKPOINT_KEYS - set(payload)) if isinstance(payload, dict) else "all"
@@ -204,7 +260,9 @@ def fit_model(
     config : TrainConfig
     checkpoint_dir : pathlib.Path, optional
         Where ``checkpoint.pt`` is written every ``config.checkpoint_every``
-        steps and at the end (atomically: temporary file, then rename).
+        steps, at least every 5 % of ``config.num_steps``
+        (`checkpoint_interval`), and at the end (atomically: temporary file,
+        then rename; a failed write keeps the previous checkpoint).
     resume : bool
         Continue from ``checkpoint_dir/checkpoint.pt`` when it exists.
     validate : callable, optional
@@ -221,7 +279,9 @@ def fit_model(
     Raises
     ------
     UserInputError
-        If the checkpoint is corrupt, or is already past ``config.num_steps``.
+        If the checkpoint is corrupt, or is already past ``config.num_steps``,
+        or writing a checkpoint fails (disk full, read-only, permission
+        denied, a file in the way).
     FloatingPointError
         If the loss becomes NaN or infinite.
     """
@@ -267,7 +327,9 @@ def fit_model(
         elif resume:
             logger.info("no checkpoint to resume from; starting at step 0")
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _prepare_checkpoint_dir(path)
+        every = checkpoint_interval(config)
+        retry = "run the same command again to resume" if resume else _RETRY_WITHOUT_RESUME
 
         def checkpoint() -> None:
             _save_checkpoint(
@@ -286,6 +348,7 @@ def fit_model(
                     "seconds": result.seconds,
                     "config": config.model_dump_json(),
                 },
+                retry=retry,
             )
 
         def run_validation() -> float:
@@ -344,7 +407,7 @@ def fit_model(
                 result.seconds = seconds_before + time.perf_counter() - start
                 if validate is not None and (step % config.validate_every == 0 or done):
                     run_validation()
-                if path is not None and (step % config.checkpoint_every == 0 or done):
+                if path is not None and (step % every == 0 or done):
                     checkpoint()
                 recent = float(np.mean(result.history[-50:]))
                 bar.update(task, completed=step, description=f"training loss {recent:.4f}")

@@ -94,7 +94,9 @@ class SliceDamageMap:
         Raises
         ------
         UserInputError
-            If an index is outside ``0 .. Z-1`` or the mask shape differs from ``shape``.
+            If an index is outside ``0 .. Z-1``, the mask shape differs from
+            ``shape``, or every section is damaged whole (nothing is left to
+            restore them from).
         """
         shape = tuple(int(n) for n in shape)
         num = shape[0]
@@ -118,7 +120,42 @@ class SliceDamageMap:
                 elif plane.any() and z not in given:
                     partial[z] = plane
         whole = tuple(sorted(set(given)))
-        return cls(shape, whole, {z: m for z, m in sorted(partial.items()) if z not in whole})
+        damage = cls(shape, whole, {z: m for z, m in sorted(partial.items()) if z not in whole})
+        if mask is None:
+            cause, fix = "missing lists every section", "list only the damaged sections"
+        elif not missing:
+            cause, fix = "the mask covers every voxel", "mark only the damaged voxels"
+        else:
+            cause, fix = "missing and the mask cover every section", "mark only the damage"
+        damage.require_known(cause, fix)
+        return damage
+
+    def require_known(self, cause: str, fix: str) -> None:
+        """Raise unless some voxel is left to restore the damage from.
+
+        A run of damaged sections is restored from the intact sections
+        bounding it (only one at the top or bottom of the stack) and from the
+        known pixels of its partially damaged sections, so the damage can be
+        restored unless every section is damaged whole.
+
+        Parameters
+        ----------
+        cause : str
+            What marked every section, e.g. ``"missing lists every section"``.
+        fix : str
+            What to do instead.
+
+        Raises
+        ------
+        UserInputError
+            If every section is missing.
+        """
+        num = self.shape[0]
+        if num and len(self.missing) == num:
+            raise UserInputError(
+                f"{cause} (all {num} sections of the stack): nothing is left to restore them "
+                f"from ({fix}; they are restored from the intact sections and pixels around them)"
+            )
 
     def merged(self, missing: Iterable[int], partial: dict[int, np.ndarray]) -> SliceDamageMap:
         """A map with more missing sections and masks (e.g. from detection) added."""
