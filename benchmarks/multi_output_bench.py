@@ -32,9 +32,9 @@ TINY_TRAIN = {"num_steps": 30, "batch_size": 4, "patch_size": 32, "device": "cpu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=float, default=4.0)
-    parser.add_argument("--crop", type=int, default=96, help="Side of the crop (fine voxels).")
+    parser.add_argument("--crop", type=int, default=64, help="Side of the crop (fine voxels).")
     parser.add_argument("--samples", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="Timed runs of each variant.")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each variant.")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     record = provenance()
@@ -78,8 +78,10 @@ def main() -> None:
             return time.perf_counter() - start
 
     run(False)  # warm-up
-    alone = [run(False) for _ in range(args.repeats)]
-    together = [run(True) for _ in range(args.repeats)]
+    alone, together = [], []
+    for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
+        alone.append(run(False))
+        together.append(run(True))
     result = {
         "factor": args.factor,
         "crop": n,

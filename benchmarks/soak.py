@@ -41,7 +41,8 @@ def _command(src: Path, dst: Path, args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def _run(command: list[str], *, kill_after: float | None = None) -> tuple[int, float]:
+def _run(command: list[str], *, kill_after: float | None = None) -> tuple[int, float, str]:
+    """Run ``command`` (SIGKILLed after ``kill_after`` s); return code, seconds, stderr."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after is not None:
@@ -50,9 +51,18 @@ def _run(command: list[str], *, kill_after: float | None = None) -> tuple[int, f
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
     _, err = process.communicate()
-    if kill_after is None and process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {err.decode()[-2000:]}")
-    return process.returncode, time.perf_counter() - start
+    return process.returncode, time.perf_counter() - start, err.decode()
+
+
+def _rerun(command: list[str], dst: Path) -> tuple[str, float]:
+    """Run ``command`` to its end after a kill: "resumed", or "complete" when the killed
+    run had already finished its output (the re-run then refuses to replace it)."""
+    code, seconds, err = _run(command)
+    if code == 0:
+        return "resumed", seconds
+    if code == 2 and "exists" in err and dst.exists():
+        return "complete", seconds
+    raise RuntimeError(f"{' '.join(command)} failed ({code}): {err[-2000:]}")
 
 
 def _leftovers(dst: Path) -> list[str]:
@@ -82,7 +92,9 @@ def main() -> None:
         reference_dir = work / "reference"
         reference_dir.mkdir()
         reference_path = reference_dir / f"out{args.suffix}"
-        _, normal_seconds = _run(_command(src, reference_path, args))
+        code, normal_seconds, err = _run(_command(src, reference_path, args))
+        if code != 0:
+            raise RuntimeError(f"the reference run failed ({code}): {err[-2000:]}")
         reference = open_volume(reference_path).to_numpy()
         trials = []
         for index in range(args.kills):
@@ -90,10 +102,10 @@ def main() -> None:
             folder.mkdir()
             dst = folder / f"out{args.suffix}"
             delay = float(rng.uniform(0.2, normal_seconds))
-            code, _ = _run(_command(src, dst, args), kill_after=delay)
+            code, _, _ = _run(_command(src, dst, args), kill_after=delay)
             killed = code == -signal.SIGKILL
             left_after_kill = _leftovers(dst) if killed else []
-            _, resume_seconds = _run(_command(src, dst, args))
+            outcome, resume_seconds = _rerun(_command(src, dst, args), dst)
             identical = bool(np.array_equal(open_volume(dst).to_numpy(), reference))
             leftovers = _leftovers(dst)
             trials.append(
@@ -102,14 +114,15 @@ def main() -> None:
                     "killed": killed,
                     "output_at_final_path_after_kill": killed and dst.exists(),
                     "left_after_kill": left_after_kill,
-                    "resume_seconds": round(resume_seconds, 3),
+                    "rerun": outcome,
+                    "rerun_seconds": round(resume_seconds, 3),
                     "identical": identical,
                     "leftovers_after_resume": leftovers,
                 }
             )
             print(
                 f"trial {index:2d}: kill after {delay:5.2f} s ({'killed' if killed else 'done'}), "
-                f"identical={identical}, leftovers={leftovers}",
+                f"re-run: {outcome}, identical={identical}, leftovers={leftovers}",
                 file=sys.stderr,
             )
             shutil.rmtree(folder)

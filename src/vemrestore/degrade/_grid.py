@@ -104,3 +104,21 @@ class AxialGrid:
         """Voxel size (z, y, x) in nm of the fine volume."""
         z, y, x = voxel_size
         return (z / self.scale_factor, y, x)
+
+    def output_translation(
+        self, translation: tuple[float, float, float], voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """Position (z, y, x) in nm of fine slice 0's centre, for sections whose first
+        centre is at ``translation`` with section voxel size ``voxel_size``.
+
+        Section 0 is centred at fine slice ``(k - 1) / 2``, so the fine grid
+        starts that many fine slices before it; the volumes then overlay.
+
+        Examples
+        --------
+        >>> AxialGrid(8).output_translation((0.0, 5.0, 5.0), (80.0, 10.0, 10.0))
+        (-35.0, 5.0, 5.0)
+        """
+        z, y, x = translation
+        fine_z = voxel_size[0] / self.scale_factor
+        return (z - 0.5 * (self.scale_factor - 1) * fine_z, y, x)

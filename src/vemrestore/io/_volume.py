@@ -22,6 +22,9 @@ class Volume:
         The voxels. Large files are opened as dask arrays and stay lazy.
     voxel_size : tuple of float
         Voxel size in nm as (z, y, x).
+    translation : tuple of float
+        Physical position in nm (z, y, x) of the centre of voxel (0, 0, 0)
+        (OME-NGFF ``translation``), so that volumes overlay in world space.
     axes : str
         Axis names, always ``"ZYX"`` once opened.
     source : str, optional
@@ -32,6 +35,7 @@ class Volume:
 
     data: Any
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
     axes: str = "ZYX"
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +56,13 @@ class Volume:
                 f"got {self.voxel_size}"
             )
         self.voxel_size = vs  # type: ignore[assignment]
+        offset = tuple(float(v) for v in self.translation)
+        if len(offset) != 3 or not all(np.isfinite(v) for v in offset):
+            raise UserInputError(
+                f"translation{where} must be three finite numbers (z, y, x) in nm, "
+                f"got {self.translation}"
+            )
+        self.translation = offset  # type: ignore[assignment]
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,7 +138,7 @@ def _as_volume(volume: Any, voxel_size: Sequence[float] | None) -> Volume:
     if isinstance(volume, Volume):
         if voxel_size is None:
             return volume
-        return Volume(volume.data, tuple(voxel_size), volume.axes, volume.source, volume.metadata)
+        return dataclasses.replace(volume, voxel_size=tuple(voxel_size))
     if voxel_size is None:
         raise UserInputError(
             "voxel_size is required when writing a plain array; pass voxel_size=(z, y, x) in nm"

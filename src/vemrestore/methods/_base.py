@@ -88,6 +88,12 @@ class Method(Protocol):
     ) -> tuple[float, float, float]:
         """Voxel size (z, y, x) in nm of the result."""
 
+    def output_translation(
+        self, translation: tuple[float, float, float], voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """Position (z, y, x) in nm of the result's voxel (0, 0, 0) centre, for an input
+        whose voxel (0, 0, 0) centre is at ``translation`` (so input and result overlay)."""
+
     def input_region(
         self, output_region: tuple[slice, slice, slice], input_shape: tuple[int, int, int]
     ) -> tuple[slice, slice, slice]:
@@ -125,6 +131,12 @@ class AxialMethod:
     ) -> tuple[float, float, float]:
         """Voxel size (z, y, x) in nm of the result: ``grid.output_voxel_size``."""
         return self.grid.output_voxel_size(voxel_size)
+
+    def output_translation(
+        self, translation: tuple[float, float, float], voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """World position (nm) of the result's first voxel: ``grid.output_translation``."""
+        return self.grid.output_translation(translation, voxel_size)
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,15 @@ class LateralMethod(TrainedMethod):
         f = self.config.scale_factor
         return (z, y / f, x / f)
 
+    def output_translation(
+        self, translation: tuple[float, float, float], voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """``Method.output_translation``: an input pixel covers ``f`` x ``f`` output pixels,
+        so output pixel 0's centre sits ``(f - 1) / (2 f)`` input pixels before it."""
+        z, y, x = translation
+        shift = (self.config.scale_factor - 1) / (2 * self.config.scale_factor)
+        return (z, y - shift * voxel_size[1], x - shift * voxel_size[2])
+
     @functools.cached_property
     def network_context(self) -> int:
         """LR pixels each side that can change an output pixel (the network's reach)."""

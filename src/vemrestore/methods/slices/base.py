@@ -78,6 +78,12 @@ class SliceMethod:
     ) -> tuple[float, float, float]:
         return tuple(voxel_size)  # type: ignore[return-value]
 
+    def output_translation(
+        self, translation: tuple[float, float, float], voxel_size: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
+        """Sections are restored in place: the input's own position."""
+        return tuple(translation)  # type: ignore[return-value]
+
     def _lateral_start(self, start: int) -> int:
         multiple = self.lateral_multiple
         return max(start - self.halo, 0) // multiple * multiple
