@@ -134,7 +134,9 @@ def test_factor_overrides_the_config_and_what_derives_from_it(config):
     method = configure("skelem", factor=8, steps=7, config=config, inference={"num_samples": 3})
     assert method.config.scale_factor == method.config.skeleton.scale_factor == 8
     assert method.config.skeleton.base_channels == 4  # the rest of the file is kept
-    assert method.config.train.num_steps == 7 and method.config.train.batch_size == 2
+    cfg = method.config
+    assert [t.num_steps for t in (cfg.skeleton.train, cfg.train, cfg.cycle.train)] == [3, 3, 1]
+    assert cfg.train.batch_size == 2
     assert method.config.inference.num_samples == 3
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from vemrestore.degrade import AxialSectioning, sectioning_matrix
 from vemrestore.errors import UserInputError
@@ -493,3 +494,91 @@ def test_consistency_correction_makes_the_estimate_reproduce_the_observation(fac
     again = consistency_correction(corrected, observed, weights)
     np.testing.assert_allclose(again, 0, atol=1e-5)
     assert np.all(consistency_correction(estimate, observed[:0], weights[:0]) == 0)
+
+
+# ------------------------------------------------------------ a budget of training steps
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, {"skeleton": 50, "refiner": 40, "cycle": 10}),
+        ({"skeleton_path": "skeleton"}, {"refiner": 80, "cycle": 20}),
+        ({"cycle": None}, {"skeleton": 56, "refiner": 44}),
+    ],
+)
+def test_a_step_budget_splits_across_the_stages_fit_trains(options, expected):
+    config = SkelEMConfig(scale_factor=8, **options)
+    budgeted = config.with_step_budget(100)
+    found = {"refiner": budgeted.train.num_steps}
+    if budgeted.skeleton is not None:
+        found["skeleton"] = budgeted.skeleton.train.num_steps
+        assert budgeted.skeleton.scale_factor == 8
+    if budgeted.cycle is not None:
+        found["cycle"] = budgeted.cycle.train.num_steps
+    assert found == expected
+    # Only the step counts change; without a budget the defaults stay as they were.
+    assert budgeted.train.learning_rate == config.train.learning_rate == 5e-4
+    assert config.skeleton is None and config.train.num_steps == 2000
+    assert config.skeleton_config().train == SkeletonConfig(scale_factor=8).train
+
+
+@pytest.mark.parametrize("steps", [3, 4, 5, 7, 12, 101, 999])
+def test_a_step_budget_is_spent_exactly_with_a_step_for_every_stage(steps):
+    budgeted = SkelEMConfig(scale_factor=4).with_step_budget(steps)
+    counts = [budgeted.skeleton.train.num_steps, budgeted.train.num_steps]
+    counts.append(budgeted.cycle.train.num_steps)
+    assert sum(counts) == steps and min(counts) >= 1
+
+
+def test_a_step_budget_smaller_than_the_stages_is_refused():
+    with pytest.raises(UserInputError, match=r"at least 3"):
+        SkelEMConfig(scale_factor=4).with_step_budget(2)
+    with pytest.raises(UserInputError, match=r"at least 2"):
+        SkelEMConfig(scale_factor=4, skeleton_path="s").with_step_budget(1)
+
+
+def test_a_budget_of_12_steps_bounds_all_stages_and_each_has_its_own_bar(sections, monkeypatch):
+    import vemrestore.methods._trained as trained_module
+
+    real_fit_model, calls = trained_module.fit_model, []
+
+    def recording_fit_model(*args, **kwargs):
+        result = real_fit_model(*args, **kwargs)
+        calls.append((kwargs.get("description"), result.steps))
+        return result
+
+    monkeypatch.setattr(trained_module, "fit_model", recording_fit_model)
+    optimiser_steps = []
+    handle = register_optimizer_step_post_hook(lambda *_: optimiser_steps.append(1))
+    try:
+        config = SkelEMConfig(
+            scale_factor=FACTOR, skeleton=TINY_SKELETON, cycle=TINY_CYCLE, **TINY
+        ).with_step_budget(12)
+        method = SkelEM(config).fit(Volume(sections), progress=False)
+    finally:
+        handle.remove()
+    results = [method.skeleton.train_result, method.train_result, method.cycle_result]
+    assert [r.steps for r in results] == [6, 5, 1]
+    assert sum(len(r.history) for r in results) <= 12
+    assert len(optimiser_steps) <= 12
+    assert calls == [("skeleton", 6), ("refiner", 5), ("cycle", 1)]
+
+
+def test_a_given_skeleton_is_not_retrained_within_a_budget(sections, skeleton_dir):
+    config = SkelEMConfig(
+        scale_factor=FACTOR, skeleton_path=skeleton_dir, cycle=TINY_CYCLE, **TINY
+    ).with_step_budget(5)
+    assert config.skeleton is None
+    assert (config.train.num_steps, config.cycle.train.num_steps) == (4, 1)
+
+
+def test_the_steps_option_is_a_budget_for_every_stage():
+    from vemrestore import api
+
+    config = api.configure("skelem", factor=4, steps=12).config
+    stages = (config.skeleton.train, config.train, config.cycle.train)
+    assert [t.num_steps for t in stages] == [6, 5, 1]
+    given = api.configure("skelem", factor=4, steps=12, skeleton_path="model").config
+    assert given.skeleton is None
+    assert (given.train.num_steps, given.cycle.train.num_steps) == (10, 2)

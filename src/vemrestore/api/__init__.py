@@ -7,14 +7,16 @@ them. In-memory helpers (``restore_slices``, ``prepare_slices``,
 """
 
 from vemrestore.api._commands import iso, predict, slices, train
-from vemrestore.api._configure import axial_methods, configure
+from vemrestore.api._configure import axial_factor, axial_methods, configure, factor_mismatch
 from vemrestore.api._lateral import train_lateral
 from vemrestore.api._run import output_paths, sibling_path
 from vemrestore.api._slices import prepare_slices, restore_slices
 
 __all__ = [
+    "axial_factor",
     "axial_methods",
     "configure",
+    "factor_mismatch",
     "iso",
     "output_paths",
     "predict",

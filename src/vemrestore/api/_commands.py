@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from vemrestore.api._configure import configure
+from vemrestore.api._configure import (
+    axial_factor,
+    config_factor,
+    configure,
+    factor_mismatch,
+)
 from vemrestore.api._run import (
     check_output_early,
     file_signature,
@@ -29,10 +35,15 @@ from vemrestore.api._run import (
 from vemrestore.api._slices import prepare_slices
 from vemrestore.engine import DEFAULT_BLOCK_SHAPE, predict_volume
 from vemrestore.errors import UserInputError
-from vemrestore.io import atomic_output, check_finite, open_volume
-from vemrestore.io._atomic import partial_path
-from vemrestore.io._paths import refuse_outputs_over_inputs
-from vemrestore.methods import RESTORED, Method, load_method
+from vemrestore.io import (
+    Volume,
+    atomic_output,
+    check_finite,
+    open_volume,
+    partial_path,
+    refuse_outputs_over_inputs,
+)
+from vemrestore.methods import RESTORED, AxialConfig, Method, load_method, method_config_class
 
 __all__ = ["iso", "model_output", "predict", "slices", "train"]
 
@@ -66,15 +77,19 @@ def iso(
     src: str,
     dst: str,
     *,
-    factor: float,
+    factor: float | None = None,
     method: str = "cubic",
     steps: int | None = None,
     inference: dict[str, Any] | None = None,
     config: Path | None = None,
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE,
     scheduler: str | None = None,
+    pyramid: bool = True,
+    zarr_format: int = 3,
     channel: int | None = None,
     overwrite: bool = False,
+    voxel_size: Sequence[float] | None = None,
+    force: bool = False,
     **options: Any,
 ) -> dict[str, Path]:
     """Restore isotropic resolution along z of the volume at ``src`` into ``dst``.
@@ -89,40 +104,51 @@ def iso(
     ----------
     src, dst : str
         Input volume and output path (``.zarr`` for any size, resumable;
-        ``.tif``/``.h5``/``.mrc`` assembled in memory).
-    factor : float
-        Axial factor (section thickness in output voxels).
+        ``.tif``/``.h5``/``.mrc`` assembled in memory). The outputs overlay
+        the input: their translation is the method's ``output_translation``.
+    factor : float, optional
+        Axial factor (section thickness in output voxels). Default: the
+        ``scale_factor`` of ``config``, else the input's z / x voxel size
+        (`axial_factor`). A factor more than 10 % from z / x is refused
+        unless ``force``.
     method : str
         An axial method (``axial_methods()``).
     steps, inference, config, **options
         As in ``configure``.
-    block_shape, scheduler
+    block_shape, scheduler, pyramid, zarr_format
         Engine options (output block = Zarr chunk; dask scheduler address).
     channel : int, optional
         Channel of a multi-channel input.
     overwrite : bool
         Replace existing outputs and discard an unfinished run.
+    voxel_size : sequence of float, optional
+        (z, y, x) in nm, instead of the input file's.
+    force : bool
+        Keep a ``factor`` that disagrees with the voxel sizes (with a warning).
 
     Returns
     -------
     dict of str to pathlib.Path
         Output name -> path written (outputs kept from an interrupted run included).
     """
+    volume = open_volume(src, channel=channel, voxel_size=voxel_size)
+    factor = _checked_factor(method, volume, factor, config, force)
     restorer = configure(
         method, factor=factor, config=config, steps=steps, inference=inference, **options
     )
     skeleton = options.get("skeleton_path")
     _refuse_over_inputs(restorer, dst, {"input": src, "--config": config, "--skeleton": skeleton})
-    volume = open_volume(src, channel=channel)
     check_finite(volume)
     record = {
         "command": "iso",
         "input": input_signature(volume),
+        "space": _space(volume),
         "channel": channel,
         "config": restorer.config.model_dump(mode="json"),
         "skeleton": None if skeleton is None else file_signature(Path(skeleton) / "weights.pt"),
     }
-    return _run(restorer, volume, dst, record, overwrite, block_shape, scheduler, fit=True)
+    engine = _engine_options(block_shape, scheduler, pyramid, zarr_format, overwrite)
+    return _run(restorer, volume, dst, record, engine, fit=True)
 
 
 def predict(
@@ -132,21 +158,66 @@ def predict(
     *,
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE,
     scheduler: str | None = None,
+    pyramid: bool = True,
+    zarr_format: int = 3,
     channel: int | None = None,
     overwrite: bool = False,
+    voxel_size: Sequence[float] | None = None,
 ) -> dict[str, Path]:
-    """Apply a saved model to the volume at ``src``; outputs as in ``iso``."""
+    """Apply a saved model to the volume at ``src``; outputs as in ``iso``.
+
+    ``voxel_size`` (z, y, x) in nm replaces the input file's. An axial
+    model whose factor disagrees with the input's z / x voxel size by more
+    than 10 % runs with a warning (the output voxel size then says so).
+    """
     restorer = load_method(model_dir)
     _refuse_over_inputs(restorer, dst, {"model folder": model_dir, "input": src})
-    volume = open_volume(src, channel=channel)
+    volume = open_volume(src, channel=channel, voxel_size=voxel_size)
     check_finite(volume)
+    _warn_on_factor_mismatch(restorer, volume)
     record = {
         "command": "predict",
         "model": file_signature(Path(model_dir) / "weights.pt"),
         "input": input_signature(volume),
+        "space": _space(volume),
         "channel": channel,
     }
-    return _run(restorer, volume, dst, record, overwrite, block_shape, scheduler, fit=False)
+    engine = _engine_options(block_shape, scheduler, pyramid, zarr_format, overwrite)
+    return _run(restorer, volume, dst, record, engine, fit=False)
+
+
+def _warn_on_factor_mismatch(restorer: Method, volume: Volume) -> None:
+    """Warn when a saved axial model's factor disagrees with the input's voxel sizes."""
+    if not isinstance(restorer.config, AxialConfig):
+        return
+    k = restorer.config.scale_factor
+    mismatch = factor_mismatch(volume, k)
+    if mismatch is not None:
+        warnings.warn(
+            f"the model restores factor {k:g}, which disagrees with {mismatch} (use a "
+            "model trained for this factor, or correct the sizes with --voxel-size Z,Y,X)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _checked_factor(
+    method: str, volume: Volume, factor: float | None, config: Path | None, force: bool
+) -> float | None:
+    """The factor for an axial ``method`` (`axial_factor`); None for another method or when
+    ``config`` gives it (then checked against the voxel sizes the same way)."""
+    if not issubclass(method_config_class(method), AxialConfig):
+        return factor  # `configure` refuses a factor for a method that is not axial
+    from_file = config_factor(config) if factor is None else None
+    if from_file is not None:
+        axial_factor(volume, from_file, force=force)
+        return None
+    return axial_factor(volume, factor, force=force)
+
+
+def _space(volume: Volume) -> dict[str, list[float]]:
+    """The input's voxel size and translation, which the outputs' metadata derive from."""
+    return {"voxel_size": list(volume.voxel_size), "translation": list(volume.translation)}
 
 
 def _refuse_over_inputs(restorer: Method, dst: str, inputs: Mapping[str, Any]) -> None:
@@ -161,25 +232,41 @@ def _run(
     volume: Any,
     dst: str,
     record: dict[str, Any],
-    overwrite: bool,
-    block_shape: tuple[int, int, int],
-    scheduler: str | None,
+    engine: dict[str, Any],
     *,
     fit: bool,
 ) -> dict[str, Path]:
     paths = output_paths(restorer.outputs, dst)
     with run_lock(dst):
-        folder, pending = start_run(dst, list(paths.values()), record, overwrite=overwrite)
+        folder, pending = start_run(
+            dst, list(paths.values()), record, overwrite=engine["overwrite"]
+        )
         todo = {name: path for name, path in paths.items() if path in pending}
         if todo and fit:
             if hasattr(restorer.config, "train"):
                 restorer.fit(volume, checkpoint_dir=folder, resume=True)  # type: ignore[call-arg]
             else:
                 restorer.fit(volume)
-        engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
         _write_outputs(restorer, volume, todo, engine)
         finish_run(dst)
     return {name: Path(path) for name, path in paths.items()}
+
+
+def _engine_options(
+    block_shape: tuple[int, int, int],
+    scheduler: str | None,
+    pyramid: bool,
+    zarr_format: int,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Keyword options of ``predict_volume`` shared by the commands that restore."""
+    return {
+        "block_shape": block_shape,
+        "scheduler": scheduler,
+        "pyramid": pyramid,
+        "zarr_format": zarr_format,
+        "overwrite": overwrite,
+    }
 
 
 def train(
@@ -194,6 +281,8 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     channel: int | None = None,
+    voxel_size: Sequence[float] | None = None,
+    force: bool = False,
     **options: Any,
 ) -> Path:
     """Train method ``name`` on the volume at ``src`` and save it to ``out``.
@@ -201,6 +290,9 @@ def train(
     Checkpoints go to ``out/checkpoints``; ``resume`` continues from them. An
     ``out`` that exists and is not empty is refused unless ``overwrite``, and
     then replaced only once the new model is complete (see ``model_output``).
+    An axial method's ``factor`` defaults to the input's z / x voxel size
+    (``voxel_size`` replaces the file's) and is checked against it, as in
+    `iso` (``force`` keeps a disagreeing one).
     """
     refuse_outputs_over_inputs(
         {"--out": out},
@@ -208,7 +300,8 @@ def train(
     )
     with run_lock(out):
         target = model_output(out, resume=resume, overwrite=overwrite)  # checks before any work
-        volume = open_volume(src, channel=channel)
+        volume = open_volume(src, channel=channel, voxel_size=voxel_size)
+        factor = _checked_factor(name, volume, factor, config, force)
         check_finite(volume)
         restorer = configure(
             name, factor=factor, config=config, steps=steps, inference=inference, **options
@@ -294,12 +387,16 @@ def slices(
     seed: int = 0,
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE,
     scheduler: str | None = None,
+    pyramid: bool = True,
+    zarr_format: int = 3,
     channel: int | None = None,
     overwrite: bool = False,
+    voxel_size: Sequence[float] | None = None,
 ) -> Any:
     """Restore missing and damaged sections of the stack at ``src`` into ``dst``.
 
-    Voxels outside the damage are copied unchanged. Returns the
+    Voxels outside the damage are copied unchanged; ``voxel_size`` (z, y, x)
+    in nm replaces the input file's. Returns the
     ``SliceReport`` (also written as JSON to ``report`` when given).
     Killed and called again, diffusion training resumes from ``.NAME.run``
     beside ``dst``, and a ``.zarr`` output from its finished blocks.
@@ -310,11 +407,12 @@ def slices(
     )
     if report is not None:
         check_output_early(report, overwrite=overwrite)
-    volume = open_volume(src, channel=channel)
+    volume = open_volume(src, channel=channel, voxel_size=voxel_size)
     damage_mask = None if mask is None else _open_mask(mask)
     record = {
         "command": "slices",
         "input": input_signature(volume),
+        "space": _space(volume),
         "channel": channel,
         "missing": sorted(set(missing or [])),
         "mask": None if mask is None else input_signature(mask),
@@ -338,7 +436,7 @@ def slices(
             checkpoint_dir=folder,
         )
         start = time.perf_counter()
-        engine = {"block_shape": block_shape, "scheduler": scheduler, "overwrite": overwrite}
+        engine = _engine_options(block_shape, scheduler, pyramid, zarr_format, overwrite)
         _write_outputs(restorer, volume, {RESTORED: dst} if pending else {}, engine)
         summary.seconds = time.perf_counter() - start
         if report is not None:

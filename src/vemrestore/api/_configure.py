@@ -1,13 +1,15 @@
-"""Build a method from its name, a config file and typed overrides."""
+"""Build a method from its name, a config file and typed overrides; the axial factor."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from vemrestore.errors import UserInputError
+from vemrestore.io import Volume, axial_ratio, unknown_voxel_axes
 from vemrestore.methods import (
     AxialConfig,
     Method,
@@ -18,7 +20,17 @@ from vemrestore.methods import (
     method_config_class,
 )
 
-__all__ = ["axial_methods", "configure"]
+__all__ = [
+    "FACTOR_TOLERANCE",
+    "axial_factor",
+    "axial_methods",
+    "config_factor",
+    "configure",
+    "factor_mismatch",
+]
+
+#: A factor further than this (relative) from the voxel sizes' z / x is refused without force.
+FACTOR_TOLERANCE = 0.10
 
 # The command-line option that sets each override, for error messages.
 OPTION_NAMES = {
@@ -33,6 +45,109 @@ OPTION_NAMES = {
 def axial_methods() -> list[str]:
     """Names of the registered axial super-resolution methods."""
     return [n for n in available_methods() if issubclass(method_config_class(n), AxialConfig)]
+
+
+def axial_factor(volume: Volume, factor: float | None = None, *, force: bool = False) -> float:
+    """The axial factor to restore ``volume`` with: ``factor`` checked, or its voxel sizes' z / x.
+
+    Parameters
+    ----------
+    volume : Volume
+        The thick-section input; its voxel size may come from ``--voxel-size``.
+    factor : float, optional
+        The factor asked for (``--factor``). Without it, the factor is the
+        z / x voxel size.
+    force : bool
+        Keep a ``factor`` that differs from z / x by more than
+        `FACTOR_TOLERANCE` (then the output voxels are z / factor along z,
+        not x: a warning says so).
+
+    Returns
+    -------
+    float
+        ``factor`` as given, or z / x (6 significant digits: 25 / 10 is 2.5).
+
+    Raises
+    ------
+    UserInputError
+        Without ``factor``: when the z or x voxel size is unknown (not in
+        the file, or the 1 nm default), or z is not coarser than x. With it: when it differs
+        from a known z / x by more than 10 % and not ``force``.
+
+    Warns
+    -----
+    UserWarning
+        When a forced ``factor`` differs from z / x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> thick = Volume(np.zeros((4, 8, 8)), voxel_size=(80, 10, 10))
+    >>> axial_factor(thick), axial_factor(thick, 8.4)
+    (8.0, 8.4)
+    """
+    ratio = axial_ratio(volume)
+    if factor is None:
+        if ratio is None:
+            axes = ", ".join(a for a in "ZX" if a in unknown_voxel_axes(volume))
+            raise UserInputError(
+                f"{_name(volume)} gives no voxel size along {axes} (or the 1 nm default), so "
+                "the axial factor is unknown (pass --factor or --voxel-size Z,Y,X)"
+            )
+        if ratio <= 1:
+            raise UserInputError(
+                f"{_name(volume)} has voxel size {_sizes(volume)}: z is not coarser than x, so "
+                "there is no axial factor to infer (pass --factor, or --voxel-size Z,Y,X if "
+                "these sizes are wrong)"
+            )
+        return ratio
+    mismatch = factor_mismatch(volume, factor)
+    if mismatch is not None and not force:
+        raise UserInputError(
+            f"--factor {factor:g} disagrees with {mismatch} (drop --factor to use {ratio:g}, "
+            f"correct the sizes with --voxel-size Z,Y,X, or pass --force to keep "
+            f"--factor {factor:g})"
+        )
+    if mismatch is not None:
+        warnings.warn(f"--factor {factor:g} forced against {mismatch}", UserWarning, stacklevel=2)
+    return float(factor)
+
+
+def factor_mismatch(volume: Volume, factor: float) -> str | None:
+    """Why ``factor`` does not fit the voxel sizes of ``volume``, or None when it does.
+
+    It fits when z / x is unknown or within `FACTOR_TOLERANCE` of ``factor``;
+    otherwise the reason names the sizes and the z voxel size ``factor``
+    would give.
+    """
+    ratio = axial_ratio(volume)
+    if ratio is None or abs(float(factor) / ratio - 1) <= FACTOR_TOLERANCE + 1e-9:
+        return None
+    z, _, x = volume.voxel_size
+    return (
+        f"the voxel size of {_name(volume)}, {_sizes(volume)}, whose z / x is {ratio:g}: "
+        f"the output would have {z / float(factor):g} nm z voxels for {x:g} nm pixels"
+    )
+
+
+def _name(volume: Volume) -> str:
+    return volume.source or "the volume"
+
+
+def _sizes(volume: Volume) -> str:
+    return " x ".join(f"{v:g}" for v in volume.voxel_size) + " nm (z, y, x)"
+
+
+def config_factor(config: Path | None) -> float | None:
+    """The ``scale_factor`` a config file gives; None without one (or one that is not a number:
+    `configure` then names the problem)."""
+    if config is None:
+        return None
+    value = load_config_options(config).get("scale_factor")
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def configure(
@@ -147,12 +262,13 @@ def _require_field(config_cls: type[BaseModel], key: str, name: str) -> None:
 def _with_overrides(
     config: MethodConfig, steps: int | None, inference: dict[str, Any], name: str
 ) -> MethodConfig:
-    """``config`` with typed overrides of training steps and inference options, re-validated."""
-    update: dict[str, BaseModel] = {}
+    """``config`` with typed overrides, re-validated: the training budget ``steps``
+    (``with_step_budget``: ``train.num_steps``; SkelEM splits it across its stages) and
+    inference options."""
     if steps is not None:
         _require_field(type(config), "train", name)
-        train = config.train  # type: ignore[attr-defined]
-        update["train"] = train.model_copy(update={"num_steps": steps})
+        config = config.with_step_budget(steps)  # type: ignore[attr-defined]
+    update: dict[str, BaseModel] = {}
     given = {key: value for key, value in inference.items() if value is not None}
     if given:
         fields = type(config).model_fields

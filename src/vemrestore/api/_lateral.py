@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vemrestore.io._volume import Volume
+from vemrestore.io import Volume
 from vemrestore.methods.lateral import LateralConfig, LateralMethod
 
 __all__ = ["train_lateral"]

@@ -24,8 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from vemrestore.errors import UserInputError
-from vemrestore.io import check_output_path, split_dataset_path
-from vemrestore.io._atomic import storage_error
+from vemrestore.io import check_output_path, split_dataset_path, storage_error
 
 __all__ = ["acquire_run_lock", "lock_path", "release_run_lock", "run_lock"]
 

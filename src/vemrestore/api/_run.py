@@ -28,11 +28,11 @@ from vemrestore.io import (
     check_output_path,
     describe_changes,
     file_signature,
+    partial_path,
     source_signature,
     split_dataset_path,
     volume_signature,
 )
-from vemrestore.io._atomic import partial_path
 from vemrestore.methods import RESTORED
 
 __all__ = [

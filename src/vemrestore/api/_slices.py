@@ -12,7 +12,7 @@ import numpy as np
 
 from vemrestore.engine import predict_array
 from vemrestore.errors import UserInputError
-from vemrestore.io._volume import Volume
+from vemrestore.io import Volume
 from vemrestore.methods import create_method, load_method
 from vemrestore.methods.slices import (
     DiffusionSlices,

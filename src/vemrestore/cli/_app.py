@@ -10,6 +10,13 @@ from typing import Annotated
 import typer
 
 from vemrestore.cli._errors import UserErrorGroup, show_warning
+from vemrestore.cli._options import (
+    BlockShape,
+    ShapeCommand,
+    VoxelSize,
+    parse_block,
+    parse_voxel_size,
+)
 from vemrestore.errors import UserInputError
 
 __all__ = ["app", "main"]
@@ -31,15 +38,54 @@ Factor = Annotated[
         "--factor", "-k", help="Axial factor k (> 1), e.g. 8 for 80 nm sections at 10 nm voxels."
     ),
 ]
+AxialFactor = Annotated[
+    float | None,
+    typer.Option(
+        "--factor",
+        "-k",
+        help="Axial factor k (> 1), e.g. 8 for 80 nm sections at 10 nm voxels; default: the "
+        "input's z / x voxel size (a factor more than 10 % away from it needs --force).",
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Keep a --factor that disagrees with the voxel sizes (output z voxel size: z / k).",
+    ),
+]
+Voxels = Annotated[
+    VoxelSize | None,
+    typer.Option(
+        "--voxel-size",
+        parser=parse_voxel_size,
+        metavar="Z,Y,X",
+        help="Voxel size in nm, used instead of the file's (e.g. 80,10,10).",
+    ),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 Channel = Annotated[
     int | None, typer.Option("--channel", help="Channel to use from a multi-channel file.")
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vemrestore import __version__
+
+        typer.echo(f"vemrestore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     warnings.showwarning = show_warning  # one line `warning: ...`, no source line
     logging.basicConfig(
@@ -60,13 +106,34 @@ def _configure(
 def info(
     path: Annotated[str, typer.Argument(help="Volume: .tif, .h5:/dataset, .zarr, .mrc")],
     channel: Channel = None,
+    voxel_size: Voxels = None,
 ) -> None:
-    """Print shape, dtype, voxel size and format of a volume."""
+    """Print shape, size, dtype, voxel size, position, axial factor and format of a volume."""
     from vemrestore.io import describe_volume, open_volume
 
-    description = describe_volume(open_volume(path, channel=channel))
+    description = describe_volume(open_volume(path, channel=channel, voxel_size=voxel_size))
     for key, value in description.items():
-        typer.echo(f"{key}: {value}")
+        text = _INFO_FORMATS.get(key, str)(value)
+        if text:
+            typer.echo(f"{key}: {text}")
+
+
+def _axial_factor_text(factor: float | None) -> str:
+    if factor is None:
+        return "unknown (no voxel size along z or x: pass --factor or --voxel-size Z,Y,X)"
+    if factor <= 1:
+        return f"{factor:g} (z is not coarser than x: nothing to restore along z)"
+    return f"{factor:g} (z / x voxel size: iso and train use it when --factor is not given)"
+
+
+_INFO_FORMATS = {
+    "voxel_size": lambda v: f"{v} nm",
+    "translation": lambda v: f"{v} nm (position of voxel (0, 0, 0))",
+    "voxel_size_unknown": lambda v: (
+        f"{', '.join(v)} (not in the file, or 1 nm: pass --voxel-size Z,Y,X)" if v else ""
+    ),
+    "axial_factor": _axial_factor_text,
+}
 
 
 @app.command()
@@ -82,9 +149,16 @@ def degrade(
         float | None, typer.Option(help="Gaussian FWHM in fine slices (default k).")
     ] = None,
     channel: Channel = None,
+    voxel_size: Voxels = None,
+    pyramid: Pyramid = True,
+    zarr_format: ZarrFormat = 3,
     overwrite: Overwrite = False,
 ) -> None:
-    """Simulate thick sections: the forward model used to make test data."""
+    """Simulate thick sections: the forward model used to make test data.
+
+    The sections keep the input's place in space: each one is centred where
+    the fine slices it averages are.
+    """
     import numpy as np
 
     from vemrestore.degrade import AxialSectioning
@@ -94,22 +168,30 @@ def degrade(
         raise UserInputError(f"--axis must be z, y or x, got {axis!r}")
     if profile not in ("box", "gaussian"):
         raise UserInputError(f"--profile must be box or gaussian, got {profile!r}")
-    volume = open_volume(src, channel=channel)
+    volume = open_volume(src, channel=channel, voxel_size=voxel_size)
     check_finite(volume)
     sectioning = AxialSectioning(factor, axis=_AXES[axis], profile=profile, fwhm=fwhm)  # type: ignore[arg-type]
     _check_sections(volume.shape[_AXES[axis]], factor, axis)
     sections, info = sectioning.apply(volume.data)
     sections = _cast_like(np.asarray(sections), volume.dtype)
-    voxel_size = list(volume.voxel_size)
-    voxel_size[_AXES[axis]] *= factor
+    sizes, translation = list(volume.voxel_size), list(volume.translation)
+    translation[_AXES[axis]] += float(info.centres[0]) * sizes[_AXES[axis]]  # section 0's centre
+    sizes[_AXES[axis]] *= factor
     out = write_volume(
-        Volume(sections, voxel_size=tuple(voxel_size), source=volume.source),
+        Volume(
+            sections,
+            voxel_size=tuple(sizes),  # type: ignore[arg-type]
+            translation=tuple(translation),  # type: ignore[arg-type]
+            source=volume.source,
+        ),
         dst,
         overwrite=overwrite,
+        pyramid=pyramid,
+        zarr_format=zarr_format,
     )
     typer.echo(
         f"wrote {out}: {len(info.centres)} sections of {factor:g} slices along {axis}, "
-        f"voxel size {tuple(voxel_size)} nm"
+        f"voxel size {tuple(sizes)} nm"
     )
 
 
@@ -153,9 +235,24 @@ SkeletonDir = Annotated[
     Path | None,
     typer.Option("--skeleton", help="skelem: reuse a trained skeleton (`train skeleton --out`)."),
 ]
-Block = Annotated[tuple[int, int, int], typer.Option(help="Output block (z y x) = Zarr chunk.")]
+Block = Annotated[
+    BlockShape,
+    typer.Option(
+        parser=parse_block,
+        metavar="Z,Y,X",
+        help="Output block = Zarr chunk, e.g. 64,128,128 (also as three words: 64 128 128).",
+    ),
+]
+DEFAULT_BLOCK = "64,256,256"
 Scheduler = Annotated[
     str | None, typer.Option(help="dask.distributed scheduler address; default local threads.")
+]
+Pyramid = Annotated[
+    bool, typer.Option(help="OME-Zarr outputs: add multiscale levels down to ~64 voxels.")
+]
+ZarrFormat = Annotated[
+    int,
+    typer.Option(help="OME-Zarr outputs: 3 (OME-NGFF 0.5) or 2 (OME-NGFF 0.4, for Fiji n5-ij)."),
 ]
 
 
@@ -166,23 +263,30 @@ def _report_written(written: dict[str, Path]) -> None:
     for name, path in written.items():
         result = open_volume(path)
         tag = "" if name == "restored" else f" ({name})"
-        typer.echo(f"wrote {path}{tag}: shape {result.shape}, voxel size {result.voxel_size} nm")
+        typer.echo(
+            f"wrote {path}{tag}: shape {result.shape}, voxel size {result.voxel_size} nm, "
+            f"at {result.translation} nm"
+        )
 
 
-@app.command()
+@app.command(cls=ShapeCommand)
 def iso(
     src: Annotated[str, typer.Argument(help="Anisotropic input volume (thick sections along z).")],
     dst: Annotated[
         str, typer.Argument(help="Output: .zarr (any size, resumable) or .tif/.h5/.mrc (small).")
     ],
-    factor: Factor,
+    factor: AxialFactor = None,
     method: Annotated[
         str,
         typer.Option(help="Axial method: nearest, linear, cubic, lanczos, skeleton, skelem."),
     ] = "cubic",
     steps: Annotated[
         int | None,
-        typer.Option(help="Training steps for learned methods (skelem: its refiner's)."),
+        typer.Option(
+            help="Training steps for learned methods. skelem splits them across its stages: "
+            "skeleton 50%, refiner 40%, cycle 10% (with --skeleton, which is not "
+            "retrained: refiner 80%, cycle 20%), at least 1 step each."
+        ),
     ] = None,
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
@@ -190,12 +294,19 @@ def iso(
     config: Annotated[
         Path | None, typer.Option(help="YAML config of the method (learned methods).")
     ] = None,
-    block: Block = (64, 256, 256),
+    block: Block = DEFAULT_BLOCK,  # type: ignore[assignment]
     scheduler: Scheduler = None,
+    pyramid: Pyramid = True,
+    zarr_format: ZarrFormat = 3,
     channel: Channel = None,
+    voxel_size: Voxels = None,
+    force: Force = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Restore isotropic resolution along z, self-supervised from the volume itself.
+
+    The factor is the input's z / x voxel size unless --factor gives it; the
+    output overlays the input in space (its translation says where).
 
     Methods with several outputs write them in one pass: skelem writes DST's
     siblings NAME_consistency (where the result disagrees with the observed
@@ -218,8 +329,12 @@ def iso(
         config=config,
         block_shape=block,
         scheduler=scheduler,
+        pyramid=pyramid,
+        zarr_format=zarr_format,
         channel=channel,
         overwrite=overwrite,
+        voxel_size=voxel_size,
+        force=force,
         skeleton_path=skeleton,
     )
     _report_written(written)
@@ -250,12 +365,12 @@ ModelOverwrite = Annotated[
 def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
     """Train method ``name`` on ``src`` and save it to ``out``.
 
-    ``common`` is (factor, steps, config, resume, overwrite, channel);
-    ``options`` are method options (``api.train``'s keywords).
+    ``common`` is (factor, steps, config, resume, overwrite, channel,
+    voxel_size, force); ``options`` are method options (``api.train``'s keywords).
     """
     from vemrestore import api
 
-    factor, steps, config, resume, overwrite, channel = common
+    factor, steps, config, resume, overwrite, channel, voxel_size, force = common
     api.train(
         name,
         src,
@@ -266,6 +381,8 @@ def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
         resume=resume,
         overwrite=overwrite,
         channel=channel,
+        voxel_size=voxel_size,
+        force=force,
         **options,
     )
     typer.echo(f"saved model to {out}")
@@ -274,31 +391,43 @@ def _train_and_save(name: str, src: str, out: Path, *common, **options) -> None:
 @train_app.command("skeleton")
 def train_skeleton(
     src: TrainInput,
-    factor: Factor,
     out: ModelOut,
+    factor: AxialFactor = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
     resume: Resume = False,
     overwrite: ModelOverwrite = False,
     channel: Channel = None,
+    voxel_size: Voxels = None,
+    force: Force = False,
 ) -> None:
     """Train the skeleton network on the volume's own XY slices."""
-    _train_and_save("skeleton", src, out, factor, steps, config, resume, overwrite, channel)
+    common = (factor, steps, config, resume, overwrite, channel, voxel_size, force)
+    _train_and_save("skeleton", src, out, *common)
 
 
 @train_app.command("skelem")
 def train_skelem(
     src: TrainInput,
-    factor: Factor,
     out: ModelOut,
+    factor: AxialFactor = None,
     skeleton: SkeletonDir = None,
-    steps: Annotated[int | None, typer.Option(help="Refiner training steps.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Training steps of all stages together: skeleton 50%, refiner 40%, "
+            "cycle 10% (with --skeleton, which is not retrained: refiner 80%, cycle 20%), "
+            "at least 1 step each."
+        ),
+    ] = None,
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkelEMConfig).")] = None,
     resume: Resume = False,
     overwrite: ModelOverwrite = False,
     channel: Channel = None,
+    voxel_size: Voxels = None,
+    force: Force = False,
 ) -> None:
     """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
     if skeleton is not None and skeleton.resolve() == out.resolve():
@@ -307,7 +436,7 @@ def train_skelem(
         "skelem",
         src,
         out,
-        *(factor, steps, config, resume, overwrite, channel),
+        *(factor, steps, config, resume, overwrite, channel, voxel_size, force),
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
     )
@@ -326,16 +455,25 @@ def train_lateral_command(
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     resume: Resume = False,
     overwrite: ModelOverwrite = False,
+    voxel_size: Annotated[
+        VoxelSize | None,
+        typer.Option(
+            "--voxel-size",
+            parser=parse_voxel_size,
+            metavar="Z,Y,X",
+            help="Voxel size of --hr in nm, used instead of its file's (e.g. 30,4,4).",
+        ),
+    ] = None,
 ) -> None:
     """Train lateral super-resolution + denoising without clean references."""
     from vemrestore.api import train_lateral
     from vemrestore.api._commands import model_output
-    from vemrestore.io import check_finite, open_volume
-    from vemrestore.io._paths import refuse_outputs_over_inputs
+    from vemrestore.io import check_finite, open_volume, refuse_outputs_over_inputs
 
     refuse_outputs_over_inputs({"--out": out}, {"--hr": hr, "--lr": lr})
     target = model_output(out, resume=resume, overwrite=overwrite)
-    hr_volume, lr_volume = open_volume(hr), None if lr is None else open_volume(lr)
+    hr_volume = open_volume(hr, voxel_size=voxel_size)
+    lr_volume = None if lr is None else open_volume(lr)
     for volume in (hr_volume, lr_volume):
         if volume is not None:
             check_finite(volume)
@@ -353,14 +491,17 @@ def train_lateral_command(
     typer.echo(f"saved model to {out}")
 
 
-@app.command()
+@app.command(cls=ShapeCommand)
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Directory written by `vemrestore train`.")],
     src: Annotated[str, typer.Argument(help="Input volume.")],
     dst: Annotated[str, typer.Argument(help="Output volume (.zarr for large outputs).")],
-    block: Block = (64, 256, 256),
+    block: Block = DEFAULT_BLOCK,  # type: ignore[assignment]
     scheduler: Scheduler = None,
+    pyramid: Pyramid = True,
+    zarr_format: ZarrFormat = 3,
     channel: Channel = None,
+    voxel_size: Voxels = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Apply a trained model to a volume, blockwise (SkelEM also writes its maps, as iso)."""
@@ -372,13 +513,16 @@ def predict(
         dst,
         block_shape=block,
         scheduler=scheduler,
+        pyramid=pyramid,
+        zarr_format=zarr_format,
         channel=channel,
         overwrite=overwrite,
+        voxel_size=voxel_size,
     )
     _report_written(written)
 
 
-@app.command()
+@app.command(cls=ShapeCommand)
 def slices(
     src: Annotated[str, typer.Argument(help="Serial-section stack (Z, Y, X).")],
     dst: Annotated[
@@ -412,9 +556,12 @@ def slices(
         Path | None, typer.Option(help="Write the report (restored sections, reasons) as JSON.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of training and sampling.")] = 0,
-    block: Block = (64, 256, 256),
+    block: Block = DEFAULT_BLOCK,  # type: ignore[assignment]
     scheduler: Scheduler = None,
+    pyramid: Pyramid = True,
+    zarr_format: ZarrFormat = 3,
     channel: Channel = None,
+    voxel_size: Voxels = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Restore missing and partially damaged sections from their neighbours.
@@ -440,8 +587,11 @@ def slices(
         seed=seed,
         block_shape=block,
         scheduler=scheduler,
+        pyramid=pyramid,
+        zarr_format=zarr_format,
         channel=channel,
         overwrite=overwrite,
+        voxel_size=voxel_size,
     )
     typer.echo(summary.format())
 
@@ -468,7 +618,11 @@ def demo(
     ] = 8.0,
     method: Annotated[str, typer.Option(help="Method to show beside the baselines.")] = "cubic",
     steps: Annotated[
-        int | None, typer.Option(help="Training steps for a learned --method.")
+        int | None,
+        typer.Option(
+            help="Training steps for a learned --method (skelem: split across its stages, "
+            "as iso --steps)."
+        ),
     ] = None,
 ) -> None:
     """Degrade a real EM cube along z, restore it, write the result, an orthoview and metrics."""

@@ -1,70 +1,110 @@
-"""``vemrestore bench``: argparse, because its options take several values each."""
+"""``vemrestore bench``: typer options, several values each (repeated, comma- or space-separated).
+
+``--factors 4 8``, ``--factors 4,8`` and ``--factors 4 --factors 8`` all
+mean the same; so do the three forms of ``--methods`` and of ``--data``
+(whose paths are never split at commas). ``vemrestore bench`` forwards its
+raw arguments here (``run_bench_command``): click takes one value per
+occurrence, so the space form is spread into repeated options first.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated
 
+import typer
+
+from vemrestore.cli._errors import UsageError, usage_message
 from vemrestore.errors import UserInputError
 
-__all__ = ["run_bench_command"]
+__all__ = ["bench_app", "run_bench_command", "spread_values"]
+
+PROG = "vemrestore bench"
+# Options that take several values; the others take one.
+MULTI_VALUE_OPTIONS = ("--data", "--factors", "--methods")
+PROFILES = ("box", "gaussian")
+
+bench_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 via the CLI's handler
-        raise UserInputError(f"bench: {message} (see `vemrestore bench --help`)")
+def spread_values(argv: list[str]) -> list[str]:
+    """``argv`` with each value of a several-value option after its own option name.
+
+    ``--factors 4 8`` becomes ``--factors 4 --factors 8``; other options and
+    everything after ``--`` are left as they are.
+
+    Examples
+    --------
+    >>> spread_values(["--data", "a.tif", "b.tif", "--factors=4", "8", "--json", "o.json"])
+    ['--data', 'a.tif', '--data', 'b.tif', '--factors=4', '--factors', '8', '--json', 'o.json']
+    """
+    out: list[str] = []
+    current: str | None = None  # the several-value option whose values follow
+    expects_value = False  # the next token is the value of the option just read
+    for index, token in enumerate(argv):
+        if token == "--":
+            return out + argv[index:]
+        if token.startswith("-") and not expects_value:
+            name, equals, _ = token.partition("=")
+            current = name if name in MULTI_VALUE_OPTIONS else None
+            expects_value = current is not None and not equals
+            out.append(token)
+        elif current is not None and not expects_value:
+            out += [current, token]
+        else:
+            out.append(token)
+            expects_value = False
+    return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="vemrestore bench",
-        description=(
-            "Degrade isotropic volumes along z (thick sections), restore them with each "
-            "method, and score all on the same region (trimmed by 2k slices at each z end)."
-        ),
-    )
-    parser.add_argument(
-        "--data", nargs="+", required=True, metavar="PATH", help="Isotropic ground-truth volumes."
-    )
-    parser.add_argument(
-        "--factors",
-        nargs="+",
-        type=float,
-        default=[4.0, 8.0],
-        metavar="K",
-        help="Axial factors (default 4 8).",
-    )
-    parser.add_argument(
-        "--methods", default="nearest,linear,cubic", help="Comma-separated method names."
-    )
-    parser.add_argument(
-        "--profile", choices=["box", "gaussian"], default="box", help="Slice profile (default box)."
-    )
-    parser.add_argument(
-        "--options",
-        default=None,
-        metavar="JSON",
-        help='Per-method config options, e.g. \'{"skeleton": {"train": {"num_steps": 2000}}}\'.',
-    )
-    parser.add_argument(
-        "--json",
-        dest="json_path",
-        type=Path,
-        default=None,
-        metavar="OUT",
-        help="Write results as JSON (never over a --data volume).",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --json file.")
-    return parser
+def _split(values: list[str], option: str) -> list[str]:
+    """The comma-separated items of every value of ``option`` (empty items dropped)."""
+    items = [item.strip() for value in values for item in value.split(",")]
+    items = [item for item in items if item]
+    if not items:
+        raise UserInputError(f"{option} needs at least one value")
+    return items
+
+
+def _factors(values: list[str]) -> list[float]:
+    factors = []
+    for item in _split(values, "--factors"):
+        try:
+            factor = float(item)
+        except ValueError:
+            raise UserInputError(
+                f"--factors: {item!r} is not a number (e.g. --factors 4 8 or --factors 4,8)"
+            ) from None
+        if not factor > 1:
+            raise UserInputError(f"--factors: each factor must be > 1, got {item}")
+        factors.append(factor)
+    return factors
+
+
+def _method_options(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"--options is not valid JSON: {error}") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise UserInputError(
+            '--options must map method names to their options, e.g. \'{"skeleton": '
+            '{"train": {"num_steps": 2000}}}\''
+        )
+    return options
 
 
 def _check_json_path(path: Path | None, data: list[str], *, overwrite: bool) -> None:
     """Refuse a --json that is a --data volume, or exists without --overwrite, before the run."""
-    from vemrestore.io import check_output_path
-    from vemrestore.io._paths import refuse_outputs_over_inputs
+    from vemrestore.io import check_output_path, refuse_outputs_over_inputs
 
     if path is None:
         return
@@ -74,34 +114,93 @@ def _check_json_path(path: Path | None, data: list[str], *, overwrite: bool) -> 
         check_output_path(path, overwrite=overwrite)
 
 
-def run_bench_command(argv: list[str]) -> None:
-    """Parse ``argv``, run the axial benchmark, print the Markdown table, save JSON."""
+@bench_app.command(name="bench")
+def bench(
+    ctx: typer.Context,
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            metavar="PATH",
+            help="Isotropic ground-truth volumes: --data A.tif B.tif, or --data repeated.",
+        ),
+    ],
+    factors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--factors", metavar="K", help="Axial factors: --factors 4 8 or 4,8 (default 4 8)."
+        ),
+    ] = None,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--methods",
+            metavar="NAMES",
+            help="Methods, e.g. --methods nearest,cubic (default nearest,linear,cubic).",
+        ),
+    ] = None,
+    profile: Annotated[str, typer.Option(help="Slice profile: box or gaussian.")] = "box",
+    options: Annotated[
+        str | None,
+        typer.Option(
+            "--options",
+            metavar="JSON",
+            help='Per-method config options: \'{"skeleton": {"train": {"num_steps": 2000}}}\'',
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", metavar="OUT", help="Write results as JSON (never over a --data volume)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --json file.")
+    ] = False,
+) -> None:
+    """Score methods on isotropic volumes: degrade along z, restore, compare.
+
+    Each volume is cut into thick sections of k slices (the forward model),
+    restored with each method, and all are scored on the same region
+    (trimmed by 2k slices at each z end). Prints a Markdown table.
+    """
     from vemrestore.bench import format_table, provenance, run_axial_benchmark, save_results
 
-    parser = _parser()
-    if any(a in ("-h", "--help") for a in argv):
-        parser.print_help()
-        return
-    args = parser.parse_args(argv)
-    _check_json_path(args.json_path, args.data, overwrite=args.overwrite)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    try:
-        options = json.loads(args.options) if args.options else None
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"--options is not valid JSON: {error}") from None
+    if profile not in PROFILES:
+        raise UserInputError(f"--profile must be box or gaussian, got {profile!r}")
+    factor_values = _factors(factors or ["4", "8"])
+    names = _split(methods or ["nearest,linear,cubic"], "--methods")
+    method_options = _method_options(options)
+    _check_json_path(json_path, data, overwrite=overwrite)
     results = run_axial_benchmark(
-        args.data,
-        factors=args.factors,
-        methods=methods,
-        profile=args.profile,
-        method_options=options,
+        data,
+        factors=factor_values,
+        methods=names,
+        profile=profile,
+        method_options=method_options,
     )
     print(format_table(results))
-    if args.json_path is not None:
-        path = save_results(
-            results,
-            args.json_path,
-            provenance(["vemrestore", "bench", *argv]),
-            overwrite=args.overwrite,
-        )
+    if json_path is not None:
+        path = save_results(results, json_path, provenance(ctx.obj["command"]), overwrite=overwrite)
         print(f"saved {path}", file=sys.stderr)
+
+
+def run_bench_command(argv: list[str]) -> None:
+    """Parse ``argv`` (the arguments after ``bench``) and run the benchmark.
+
+    Raises
+    ------
+    UserInputError
+        For a usage error (unknown option, missing ``--data``, a bad value),
+        as one line that points to ``vemrestore bench --help``.
+    """
+    command = typer.main.get_command(bench_app)
+    try:
+        command.main(
+            args=spread_values(list(argv)),
+            prog_name=PROG,
+            obj={"command": PROG.split() + list(argv)},
+            standalone_mode=False,
+        )
+    except UsageError as error:
+        raise UserInputError(usage_message(error)) from None

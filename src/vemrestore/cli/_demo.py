@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -28,12 +29,19 @@ def _demo_volume() -> tuple[np.ndarray, tuple[float, float, float], str]:
 
 
 def run_demo(out: Path, *, factor: float, method: str, steps: int | None) -> None:
-    """Degrade along z, restore with baselines and ``method``, write volumes, PNG and metrics."""
+    """Degrade along z, restore with baselines and ``method``, write volumes, PNG and metrics.
+
+    The volumes written (the degraded input and the restoration) keep the
+    input's integer dtype (uint8 for the FIB-SEM cube), rounded and clipped
+    like the output of ``vemrestore iso``; a float input gives float32.
+    ``steps`` is the training budget of a learned ``method`` (as ``iso --steps``).
+    """
     from rich.console import Console
 
+    from vemrestore.api._commands import _restoration_dtype
     from vemrestore.bench import benchmark_volume, format_table, provenance
     from vemrestore.io import Volume, write_volume
-    from vemrestore.methods import get_method
+    from vemrestore.methods import get_method, method_config_class
     from vemrestore.methods.interpolate import upsample_axial
     from vemrestore.report import save_orthoview
 
@@ -42,8 +50,14 @@ def run_demo(out: Path, *, factor: float, method: str, steps: int | None) -> Non
     truth, voxel_size, label = _demo_volume()
     console.print(f"[bold]vemrestore demo[/bold]: {label}, x{factor:g} along z")
     methods = list(dict.fromkeys([*BASELINES, method]))
-    options = {method: {"train": {"num_steps": steps}}} if steps is not None else None
-    with console.status("degrading, restoring and scoring ..."):
+    options = {method: {"steps": steps}} if steps is not None else None
+    working = "degrading, restoring and scoring ..."
+    if "train" in method_config_class(method).model_fields:
+        console.print(working)  # training shows a progress bar per stage: no spinner over it
+        waiting: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    else:
+        waiting = console.status(working)
+    with waiting:
         rows, outputs = benchmark_volume(
             truth,
             dataset=label.split(":")[0],
@@ -57,13 +71,18 @@ def run_demo(out: Path, *, factor: float, method: str, steps: int | None) -> Non
     sections = outputs[(float(factor), "input")]
     restored = outputs[(float(factor), method)]
     vz, vy, vx = voxel_size
+    dtype = _restoration_dtype(truth.dtype)
     write_volume(
         Volume(sections, voxel_size=(vz * factor, vy, vx)),
         out / f"degraded_x{factor:g}.tif",
         overwrite=True,
+        dtype=dtype,
     )
     restored_path = write_volume(
-        Volume(restored, voxel_size=voxel_size), out / f"restored_{method}.tif", overwrite=True
+        Volume(restored, voxel_size=voxel_size),
+        out / f"restored_{method}.tif",
+        overwrite=True,
+        dtype=dtype,
     )
     fine = truth[: restored.shape[0]].astype(np.float32)
     panels = {

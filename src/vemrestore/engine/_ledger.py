@@ -9,7 +9,11 @@ A run in progress lives in a partial output folder. Beside the data it keeps
 - ``.vemrestore/done/<z>_<y>_<x>``: one empty marker per finished block,
   created only after the block's write returned. A block without a marker is
   simply computed again, so a kill at any moment never leaves a block counted
-  but half written.
+  but half written;
+- ``.vemrestore/pyramid.json``: the levels of the multiscale pyramid, written
+  only once every block is done and the pyramid is built from them, so a
+  re-run after a failed final rename does not build it again. Without it (a
+  kill while building) the pyramid is built again from level 0.
 
 A run writing several outputs keeps one partial folder, with its own ledger,
 per output; a block counts as done only when it is marked in every one of
@@ -36,7 +40,10 @@ __all__ = [
     "check_run_record",
     "finished_blocks",
     "finished_everywhere",
+    "forget_pyramid",
     "mark_finished",
+    "mark_pyramid",
+    "pyramid_marked",
     "read_run_record",
     "remove_ledger",
     "write_run_record",
@@ -45,6 +52,7 @@ __all__ = [
 LEDGER_DIR = ".vemrestore"
 _RUN_FILE = "run.json"
 _DONE_DIR = "done"
+_PYRAMID_FILE = "pyramid.json"
 # How a refusal names the entries of the fingerprint that changed.
 _FINGERPRINT_LABELS = {
     "method": "the method",
@@ -54,6 +62,7 @@ _FINGERPRINT_LABELS = {
     "state": "the method state",
     "block_shape": "the block shape",
     "output_dtype": "the output dtype",
+    "zarr_format": "the Zarr format",
     "outputs": "the outputs requested",
     "output": "the output",
 }
@@ -129,6 +138,27 @@ def mark_finished(partial: Path, block_id: str) -> None:
     (Path(partial) / LEDGER_DIR / _DONE_DIR / block_id).touch()
 
 
+def mark_pyramid(partial: Path, levels: list[Any]) -> None:
+    """Record that the pyramid ``levels`` (JSON-able descriptions) is built in ``partial``."""
+    path = Path(partial) / LEDGER_DIR / _PYRAMID_FILE
+    path.write_text(json.dumps(levels, sort_keys=True))
+
+
+def pyramid_marked(partial: Path, levels: list[Any]) -> bool:
+    """Whether `mark_pyramid` recorded exactly ``levels`` in ``partial``."""
+    path = Path(partial) / LEDGER_DIR / _PYRAMID_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(recorded == json.loads(json.dumps(levels, sort_keys=True)))
+
+
+def forget_pyramid(partial: Path) -> None:
+    """Drop the pyramid record (call before blocks are written: the pyramid must be rebuilt)."""
+    (Path(partial) / LEDGER_DIR / _PYRAMID_FILE).unlink(missing_ok=True)
+
+
 def remove_ledger(partial: Path) -> None:
     """Delete the ledger once the run is complete.
 
@@ -137,5 +167,6 @@ def remove_ledger(partial: Path) -> None:
     """
     ledger = Path(partial) / LEDGER_DIR
     shutil.rmtree(ledger / _DONE_DIR, ignore_errors=True)
+    forget_pyramid(partial)
     (ledger / _RUN_FILE).unlink(missing_ok=True)
     ledger.rmdir()

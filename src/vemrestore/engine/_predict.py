@@ -37,13 +37,14 @@ cores (or ``num_workers=1`` and torch's own threading).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 import zarr
@@ -53,7 +54,10 @@ from vemrestore.engine._grid import Block, block_grid, check_block_shape
 from vemrestore.engine._ledger import (
     check_run_record,
     finished_everywhere,
+    forget_pyramid,
     mark_finished,
+    mark_pyramid,
+    pyramid_marked,
     read_run_record,
     remove_ledger,
     write_run_record,
@@ -73,6 +77,8 @@ from vemrestore.io import (
     write_ngff_metadata,
     write_volume,
 )
+from vemrestore.io._pyramid import create_level_array, plan_pyramid, write_pyramid
+from vemrestore.io._zarr import check_zarr_format
 from vemrestore.methods._base import RESTORED, Method
 
 if TYPE_CHECKING:
@@ -101,12 +107,16 @@ def predict_volume(
     overwrite: bool = False,
     progress: bool = True,
     output_dtype: str | np.dtype = "float32",
+    pyramid: bool = True,
+    zarr_format: int = 3,
 ) -> Path:
     """Restore ``volume`` block by block and write the result to ``output_path``.
 
     One pass over the blocks computes the restoration and the method's other
     requested outputs (``extra_outputs``) with one ``predict_block`` call per
-    block, and writes each into its own output.
+    block, and writes each into its own output. Every output carries the
+    result's voxel size and world position, ``method.output_translation``
+    of the input's ``translation``, so it overlays the input in a viewer.
 
     Parameters
     ----------
@@ -119,14 +129,15 @@ def predict_volume(
         Where the restoration goes; None: it is not written (only
         ``extra_outputs``, e.g. those an earlier run left unfinished).
         ``*.zarr``: an OME-Zarr group (array ``"0"``, chunks = ``block_shape``,
-        NGFF metadata written after the data, the run record in the
-        ``vemrestore`` attribute), built in a partial folder ``.NAME.partial``
-        beside it and renamed when complete. Re-running the same call after a
+        then the pyramid levels ``"1"``, ``"2"``, ... and the NGFF metadata,
+        written after the data, the run record in the ``vemrestore``
+        attribute), built in a partial folder ``.NAME.partial`` beside it and
+        renamed when complete (pyramid included). Re-running the same call after a
         crash resumes it, skipping finished blocks; the partial is reused only
         if the method name and config, the input (path, file sizes and
         modification times, shape, dtype and a digest of sampled voxels:
-        ``vemrestore.io.volume_signature``), block shape, output dtype, the
-        outputs requested and the method's ``run_fingerprint()`` (if it has
+        ``vemrestore.io.volume_signature``), block shape, output dtype, Zarr
+        format, the outputs requested and the method's ``run_fingerprint()`` (if it has
         one: state outside the config, such as trained weights or a damage
         map) are unchanged; otherwise it is refused, naming what changed.
         Other formats (``.tif``, ``.h5``, ``.mrc``) are assembled in memory,
@@ -153,6 +164,16 @@ def predict_volume(
     output_dtype : str or numpy.dtype
         Stored dtype of the restoration; float results are cast, integer
         dtypes are rounded and clipped to their range. Default float32.
+    pyramid : bool
+        Give each Zarr output a multiscale pyramid (2 x mean per level, down
+        to about 64 voxels per axis, towards isotropic voxels; each level
+        with its own ``scale`` and ``translation``), built blockwise from the
+        written full-resolution level after all blocks are done (a resumed
+        run builds it again). False: level ``"0"`` only.
+    zarr_format : int
+        3 (default): Zarr v3 with OME-NGFF 0.5 metadata. 2: Zarr v2 with
+        OME-NGFF 0.4 (``.zattrs``, ``"/"`` dimension separator), for Fiji's
+        n5-ij and other older readers. Only for ``.zarr`` outputs.
 
     Returns
     -------
@@ -163,7 +184,8 @@ def predict_volume(
     Raises
     ------
     UserInputError
-        For an invalid option, no output, an unknown output suffix or name, an
+        For an invalid option (``zarr_format`` other than 3 or 2), no output,
+        an unknown output suffix or name, an
         output that is the input or another output, an existing output
         without ``overwrite``, Zarr outputs mixed with other formats, a
         partial run started with other settings, or non-Zarr outputs that
@@ -189,13 +211,21 @@ def predict_volume(
         )
     block_shape = check_block_shape(block_shape)
     dtype = _check_output_dtype(output_dtype)
+    zarr_format = check_zarr_format(zarr_format)
+    if not isinstance(pyramid, bool):
+        raise UserInputError(f"pyramid must be True or False, got {pyramid!r}")
     _check_scheduler(scheduler, num_workers, method)
     targets = output_targets(method, volume, output_path, extra_outputs, dtype, overwrite=overwrite)
     outputs = tuple(t.name for t in targets)
     run = Run(method, Source(volume.data), volume.shape, outputs, scheduler, num_workers, progress)
+    geometry = _Geometry(
+        tuple(run.method.output_voxel_size(volume.voxel_size)),  # type: ignore[arg-type]
+        _output_translation(method, volume),
+    )
     if targets[0].is_zarr:
-        return _predict_to_zarr(run, volume, targets, block_shape, dtype, overwrite)
-    return _predict_to_file(run, volume, targets, block_shape, overwrite)
+        zarr_options = _ZarrOptions(block_shape, dtype, zarr_format, pyramid, overwrite)
+        return _predict_to_zarr(run, volume, targets, geometry, zarr_options)
+    return _predict_to_file(run, targets, geometry, block_shape, overwrite)
 
 
 @overload
@@ -282,13 +312,46 @@ class _MemorySink:
             array[block.region] = _cast(outputs[name], array.dtype)
 
 
+class _Geometry(NamedTuple):
+    """Where the outputs lie in world space (nm, z y x)."""
+
+    voxel_size: tuple[float, float, float]
+    translation: tuple[float, float, float]
+
+
+class _ZarrOptions(NamedTuple):
+    """How Zarr outputs are stored."""
+
+    block_shape: tuple[int, int, int]
+    dtype: np.dtype
+    zarr_format: int
+    pyramid: bool
+    overwrite: bool
+
+
+def _output_translation(method: Method, volume: Volume) -> tuple[float, float, float]:
+    """World position (nm) of the result's voxel (0, 0, 0) centre.
+
+    ``method.output_translation`` when the method has it; otherwise the result
+    is taken to span the input's extent (voxel edges aligned), which is what
+    the built-in resampling methods do.
+    """
+    translate = getattr(method, "output_translation", None)
+    if translate is not None:
+        return tuple(float(t) for t in translate(volume.translation, volume.voxel_size))  # type: ignore[return-value]
+    out_voxel = method.output_voxel_size(volume.voxel_size)
+    return tuple(  # type: ignore[return-value]
+        float(t + 0.5 * (v_out - v_in))
+        for t, v_in, v_out in zip(volume.translation, volume.voxel_size, out_voxel, strict=True)
+    )
+
+
 def _predict_to_zarr(
     run: Run,
     volume: Volume,
     targets: list[OutputTarget],
-    block_shape: tuple[int, int, int],
-    dtype: np.dtype,
-    overwrite: bool,
+    geometry: _Geometry,
+    options: _ZarrOptions,
 ) -> Path:
     fingerprint = {
         "method": run.method.config.method,
@@ -296,37 +359,38 @@ def _predict_to_zarr(
         # Path, file sizes and times, shape, dtype and a content digest: an input
         # changed in place since the partial was started is refused, not mixed in.
         "input": volume_signature(volume),
-        "block_shape": list(block_shape),
-        "output_dtype": dtype.name,
+        "block_shape": list(options.block_shape),
+        "output_dtype": options.dtype.name,
+        "zarr_format": options.zarr_format,
         "outputs": list(run.outputs),
     }
     state = getattr(run.method, "run_fingerprint", None)
     if state is not None:
         # State outside the config that changes the output (e.g. a damage map).
         fingerprint["state"] = state()
-    blocks = block_grid(run.output_shape, block_shape)  # type: ignore[arg-type]
-    voxel_size = tuple(run.method.output_voxel_size(volume.voxel_size))
+    blocks = block_grid(run.output_shape, options.block_shape)  # type: ignore[arg-type]
+    levels = plan_pyramid(run.output_shape, geometry.voxel_size, geometry.translation)
+    levels = levels[: None if options.pyramid else 1]
     with ExitStack() as stack:
         # Each output is built in its own partial folder; all are renamed once all are
         # complete, the restoration last (if it exists, so do the others).
         partials = {
-            t.name: stack.enter_context(atomic_output(t.file, overwrite=overwrite, resume=True))
+            t.name: stack.enter_context(
+                atomic_output(t.file, overwrite=options.overwrite, resume=True)
+            )
             for t in targets
         }
         groups = {
             t.name: _open_partial(
-                partials[t.name],
-                {**fingerprint, "output": t.name},
-                run.output_shape,
-                voxel_size,
-                block_shape,
-                t.dtype,
-                overwrite,
+                partials[t.name], {**fingerprint, "output": t.name}, run, geometry, options, t.dtype
             )
             for t in targets
         }
         done = finished_everywhere(partials.values())
         todo = [b for b in blocks if b.id not in done]
+        if todo:
+            for partial in partials.values():
+                forget_pyramid(partial)
         if len(todo) < len(blocks):
             logger.info(
                 "resuming %s: skipping %d of %d blocks already done",
@@ -337,16 +401,30 @@ def _predict_to_zarr(
         logger.info(
             "predicting %d blocks of %s into %s",
             len(todo),
-            block_shape,
+            options.block_shape,
             ", ".join(map(str, partials.values())),
         )
         run.execute(
             _ZarrSink({t.name: (partials[t.name], t.dtype) for t in targets}), todo, len(blocks)
         )
-        # Metadata after the data; the run records move from the ledgers into the attributes.
+        # Pyramid and metadata after the data; the run records move from the ledgers
+        # into the attributes.
+        described = [dataclasses.asdict(level) for level in levels]
         for t in targets:
-            write_ngff_metadata(groups[t.name], voxel_size, array_path=ARRAY_PATH, name=t.file.stem)
-            groups[t.name].attrs.update({"vemrestore": read_run_record(partials[t.name])})
+            group, partial = groups[t.name], partials[t.name]
+            if not pyramid_marked(partial, described):
+                logger.info("building %d pyramid levels in %s", len(levels) - 1, partial)
+                write_pyramid(group, levels, num_workers=run.num_workers)
+                mark_pyramid(partial, described)
+            write_ngff_metadata(
+                group,
+                geometry.voxel_size,
+                translation=geometry.translation,
+                array_path=ARRAY_PATH,
+                name=t.file.stem,
+                pyramid=levels[1:],
+            )
+            group.attrs.update({"vemrestore": read_run_record(partial)})
     # The ledgers go only after the renames: a partial whose rename failed (disk full,
     # read-only) still holds its record, so the next run finishes it without recomputing.
     for t in targets:
@@ -357,14 +435,13 @@ def _predict_to_zarr(
 def _open_partial(
     partial: Path,
     fingerprint: dict[str, Any],
-    output_shape: tuple[int, ...],
-    voxel_size: tuple[float, ...],
-    block_shape: tuple[int, int, int],
+    run: Run,
+    geometry: _Geometry,
+    options: _ZarrOptions,
     dtype: np.dtype,
-    overwrite: bool,
 ) -> zarr.Group:
     """The Zarr group of one output's partial folder, created or checked for resuming."""
-    if partial.exists() and overwrite:
+    if partial.exists() and options.overwrite:
         shutil.rmtree(partial)
     if partial.exists():
         check_run_record(partial, fingerprint)
@@ -372,27 +449,21 @@ def _open_partial(
         write_run_record(
             partial,
             fingerprint,
-            output_shape=list(output_shape),
-            voxel_size=list(voxel_size),
+            output_shape=list(run.output_shape),
+            voxel_size=list(geometry.voxel_size),
+            translation=list(geometry.translation),
             vemrestore_version=__version__,
         )
-    group = zarr.open_group(store=str(partial), mode="a", zarr_format=3)
+    group = zarr.open_group(store=str(partial), mode="a", zarr_format=options.zarr_format)
     if ARRAY_PATH not in group:
-        group.create_array(
-            ARRAY_PATH,
-            shape=output_shape,
-            chunks=block_shape,
-            dtype=dtype,
-            fill_value=0,
-            dimension_names=("z", "y", "x"),
-        )
+        create_level_array(group, ARRAY_PATH, run.output_shape, dtype, options.block_shape)
     return group
 
 
 def _predict_to_file(
     run: Run,
-    volume: Volume,
     targets: list[OutputTarget],
+    geometry: _Geometry,
     block_shape: tuple[int, int, int],
     overwrite: bool,
 ) -> Path:
@@ -415,9 +486,14 @@ def _predict_to_file(
     arrays = {t.name: np.zeros(run.output_shape, dtype=t.dtype) for t in targets}
     blocks = block_grid(run.output_shape, block_shape)  # type: ignore[arg-type]
     run.execute(_MemorySink(arrays), blocks, len(blocks))
-    voxel_size = tuple(run.method.output_voxel_size(volume.voxel_size))
     written = [
-        write_volume(Volume(arrays[t.name], voxel_size=voxel_size), t.path, overwrite=overwrite)
+        write_volume(
+            Volume(
+                arrays[t.name], voxel_size=geometry.voxel_size, translation=geometry.translation
+            ),
+            t.path,
+            overwrite=overwrite,
+        )
         for t in targets
     ]
     return written[0]

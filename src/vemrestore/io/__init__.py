@@ -6,13 +6,20 @@ writes one back, atomically (temporary name, then rename). `atomic_output`
 and `write_ngff_metadata` let blockwise writers produce the same outputs.
 """
 
-from vemrestore.io._atomic import atomic_output
-from vemrestore.io._check import check_finite, describe_volume
+from vemrestore.io._atomic import atomic_output, partial_path, storage_error
+from vemrestore.io._check import (
+    axial_ratio,
+    check_finite,
+    describe_size,
+    describe_volume,
+    unknown_voxel_axes,
+)
 from vemrestore.io._open import open_volume
 from vemrestore.io._paths import (
     SUPPORTED_FORMATS,
     check_output_path,
     format_of,
+    refuse_outputs_over_inputs,
     same_file,
     split_dataset_path,
 )
@@ -30,16 +37,22 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "Volume",
     "atomic_output",
+    "axial_ratio",
     "check_finite",
     "check_output_path",
     "describe_changes",
+    "describe_size",
     "describe_volume",
     "file_signature",
     "format_of",
     "open_volume",
+    "partial_path",
+    "refuse_outputs_over_inputs",
     "same_file",
     "source_signature",
     "split_dataset_path",
+    "storage_error",
+    "unknown_voxel_axes",
     "volume_signature",
     "write_ngff_metadata",
     "write_volume",

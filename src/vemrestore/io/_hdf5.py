@@ -1,4 +1,13 @@
-"""HDF5 (h5py): ``file.h5:/group/dataset``, always opened lazily."""
+"""HDF5 (h5py): ``file.h5:/group/dataset``, always opened lazily.
+
+Space is read from the dataset's attributes, in nm and in the dataset's
+axis order (three values on a 4D/5D dataset are z, y, x): the voxel size
+from ``voxel_size``, ``resolution`` (CREMI, gunpowder) or
+``element_size_um`` (ilastik, µm); the world position of voxel (0, 0, 0)
+from ``translation`` or ``offset`` (CREMI, gunpowder, funlib). Written
+datasets carry ``voxel_size``, ``resolution`` and ``offset`` in nm and
+``element_size_um``, so those tools read them back.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ __all__ = ["DEFAULT_DATASET", "read_hdf5", "write_hdf5"]
 
 #: Dataset name used when an HDF5 output path gives none.
 DEFAULT_DATASET = "data"
+#: Attributes holding the world position (nm) of voxel (0, 0, 0), first found wins.
+TRANSLATION_ATTRS = ("translation", "offset")
 
 
 def read_hdf5(file: Path, inner: str | None, *, source: str) -> RawArray:
@@ -26,11 +37,28 @@ def read_hdf5(file: Path, inner: str | None, *, source: str) -> RawArray:
         dataset = _find_dataset(handle, inner, source=source)
         axes = _ilastik_axes(dataset.attrs.get("axistags"), dataset.ndim)
         voxel_size = voxel_size_from_attrs(dataset.attrs, axes, dataset.ndim)
+        translation = _translation_from_attrs(dataset.attrs, axes, dataset.ndim)
         data = da.from_array(dataset, chunks="auto")
     except BaseException:
         handle.close()
         raise
-    return RawArray(data, axes, voxel_size, {"dataset": dataset.name})
+    return RawArray(data, axes, voxel_size, {"dataset": dataset.name, "translation": translation})
+
+
+def _translation_from_attrs(attrs: Any, axes: str | None, ndim: int) -> dict[str, float]:
+    """Position (nm) of voxel (0, 0, 0) by axis letter from ``translation`` or ``offset``.
+
+    The values follow the same axis rules as the voxel size; an attribute that
+    is not numbers is ignored (it cannot make the data unreadable).
+    """
+    for key in TRANSLATION_ATTRS:
+        if key not in attrs:
+            continue
+        try:  # in nm, like ``voxel_size``: the same reading rules
+            return voxel_size_from_attrs({"voxel_size": attrs[key]}, axes, ndim)
+        except (TypeError, ValueError):
+            return {}
+    return {}
 
 
 def _find_dataset(handle: h5py.File, inner: str | None, *, source: str) -> h5py.Dataset:
@@ -79,8 +107,13 @@ def write_hdf5(
     *,
     dataset: str,
     chunks: tuple[int, int, int],
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> None:
-    """Write a ZYX array as one chunked, gzip-compressed dataset with voxel-size attributes."""
+    """Write a ZYX array as one chunked, gzip-compressed dataset with its space attributes.
+
+    ``voxel_size`` and ``resolution`` (nm), ``element_size_um`` (µm) and
+    ``offset`` (nm: ``translation``, the position of voxel (0, 0, 0)), z/y/x.
+    """
     with h5py.File(tmp, "w") as handle:
         out = handle.create_dataset(
             dataset,
@@ -94,5 +127,8 @@ def write_hdf5(
             out[...] = data
         else:
             da.store(data.rechunk(chunks), out, lock=True)
-        out.attrs["voxel_size"] = np.asarray(voxel_size, dtype=np.float64)
-        out.attrs["element_size_um"] = np.asarray(voxel_size, dtype=np.float64) / 1e3
+        sizes = np.asarray(voxel_size, dtype=np.float64)
+        out.attrs["voxel_size"] = sizes
+        out.attrs["resolution"] = sizes
+        out.attrs["element_size_um"] = sizes / 1e3
+        out.attrs["offset"] = np.asarray(translation, dtype=np.float64)

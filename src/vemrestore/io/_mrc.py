@@ -1,4 +1,11 @@
-"""MRC (mrcfile): tomograms and maps; voxel size in Å in the header."""
+"""MRC (mrcfile): tomograms and maps; voxel size and origin in Å in the header.
+
+The header ``origin`` (x, y, z in Å) is taken as the world position of
+voxel (0, 0, 0), the real-space origin of the MRC2014 standard that mrcfile
+implements and ChimeraX reads; some programs (IMOD among them) have used
+the opposite sign, so check overlays of their files there.
+``nxstart``/``nystart``/``nzstart`` are not used.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +42,13 @@ def read_mrc(file: Path) -> RawArray:
         maps = (int(header.maps), int(header.mapr), int(header.mapc))
         axes = "".join("XYZ"[m - 1] for m in maps) if sorted(maps) == [1, 2, 3] else "ZYX"
         axes = axes if stored.ndim == 3 else None
-        size = mrc.voxel_size
+        size, origin = mrc.voxel_size, header.origin
         voxel_size = {
             a: float(v) * _NM_PER_ANGSTROM
             for a, v in (("Z", size.z), ("Y", size.y), ("X", size.x))
             if v > 0
         }
+        translation = {a: float(origin[a.lower()]) * _NM_PER_ANGSTROM for a in "ZYX"}
         if stored.nbytes > _common.LAZY_BYTES:
             data = np.memmap(file, stored.dtype, mode="r", offset=stored.offset, shape=stored.shape)
         else:
@@ -51,7 +59,7 @@ def read_mrc(file: Path) -> RawArray:
         data = da.from_array(data, chunks="auto")
     if data.dtype != dtype:
         data = data.astype(dtype)
-    return RawArray(data, axes, voxel_size, {"mrc_mode": mode})
+    return RawArray(data, axes, voxel_size, {"mrc_mode": mode, "translation": translation})
 
 
 def _imod_unsigned_bytes(header: Any) -> bool:
@@ -61,8 +69,15 @@ def _imod_unsigned_bytes(header: Any) -> bool:
     return int(stamp) == _IMOD_STAMP and not int(flags) & _IMOD_SIGNED_BYTES
 
 
-def write_mrc(data: Any, tmp: Path, voxel_size: tuple[float, float, float]) -> None:
-    """Write a ZYX array as an MRC volume (voxel size in Å, uint8 as IMOD unsigned mode 0)."""
+def write_mrc(
+    data: Any,
+    tmp: Path,
+    voxel_size: tuple[float, float, float],
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> None:
+    """Write a ZYX array as an MRC volume (voxel size and origin in Å, uint8 as IMOD unsigned
+    mode 0); the origin is ``translation``, the position (nm) of voxel (0, 0, 0).
+    """
     dtype = np.dtype(data.dtype)
     unsigned_bytes = dtype == np.uint8
     mode = 0 if unsigned_bytes else mrcfile.utils.mode_from_dtype(dtype)
@@ -76,6 +91,8 @@ def write_mrc(data: Any, tmp: Path, voxel_size: tuple[float, float, float]) -> N
         vz, vy, vx = voxel_size
         mrc.voxel_size = (vx / _NM_PER_ANGSTROM, vy / _NM_PER_ANGSTROM, vz / _NM_PER_ANGSTROM)
         header = mrc.header
+        for axis, value in zip("zyx", translation, strict=True):
+            header.origin[axis] = value / _NM_PER_ANGSTROM
         if unsigned_bytes:
             extra = bytearray(bytes(header.extra2))
             stamp = np.array([_IMOD_STAMP, 0], dtype=header.mode.dtype).tobytes()

@@ -1,4 +1,12 @@
-"""TIFF: ImageJ hyperstacks and OME-TIFF (tifffile)."""
+"""TIFF: ImageJ hyperstacks and OME-TIFF (tifffile).
+
+Space: the voxel size from ImageJ ``spacing``/resolution/``unit`` or OME
+``PhysicalSize{X,Y,Z}``; the world position of voxel (0, 0, 0) from ImageJ
+``xorigin``/``yorigin``/``zorigin`` (in voxels, ImageJ's calibration origin:
+position = (index - origin) * size) or the OME ``Plane`` ``Position{X,Y,Z}``
+of the first plane (with its unit; OME's default "reference frame" unit is
+not a length and is ignored). Both are written back.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +58,7 @@ def read_tiff(file: Path) -> RawArray:
         _check_complete(tif, file, _planes(axes, shape), logged)
         dtype = np.dtype(series.dtype)
         voxel_size, where = _voxel_size(tif)
+        translation = _translation(tif, voxel_size)
         lazy = math.prod(shape) * dtype.itemsize > _common.LAZY_BYTES
         data = None if lazy else series.asarray()
         one_section = _is_one_section(tif, axes, shape)
@@ -60,7 +69,8 @@ def read_tiff(file: Path) -> RawArray:
         data = da.from_array(array, chunks="auto")
     if one_section:
         data, axes = data[np.newaxis], f"Z{axes}"
-    return RawArray(data, axes, voxel_size, {"voxel_size_from": where})
+    metadata = {"voxel_size_from": where, "translation": translation}
+    return RawArray(data, axes, voxel_size, metadata)
 
 
 @contextmanager
@@ -163,6 +173,35 @@ def _voxel_size(tif: tifffile.TiffFile) -> tuple[dict[str, float], str]:
     return {}, "none (no ImageJ or OME metadata)"
 
 
+def _translation(tif: tifffile.TiffFile, voxel_size: dict[str, float]) -> dict[str, float]:
+    """Position in nm of voxel (0, 0, 0) by axis, from OME-XML or ImageJ metadata."""
+    if tif.is_ome and tif.ome_metadata:
+        return _ome_translation(_ome_pixels(tif))
+    if tif.is_imagej and tif.imagej_metadata is not None:
+        metadata = tif.imagej_metadata
+        return {
+            a: -float(metadata[f"{a.lower()}origin"]) * voxel_size[a]
+            for a in "ZYX"
+            if a in voxel_size and isinstance(metadata.get(f"{a.lower()}origin"), int | float)
+        }
+    return {}
+
+
+def _ome_translation(pixels: ElementTree.Element | None) -> dict[str, float]:
+    """``Position{X,Y,Z}`` (nm) of the first z-plane's ``Plane`` in an OME ``Pixels`` element."""
+    planes = [] if pixels is None else [e for e in pixels if e.tag.rsplit("}", 1)[-1] == "Plane"]
+    plane = next((e for e in planes if e.get("TheZ", "0") == "0"), None)
+    if plane is None:
+        return {}
+    positions = {}
+    for axis in "ZYX":
+        value = plane.get(f"Position{axis}")
+        scale = nm_per_unit(plane.get(f"Position{axis}Unit", "reference frame"))
+        if value is not None and scale is not None:
+            positions[axis] = float(value) * scale
+    return positions
+
+
 def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
     """The first ``Pixels`` element of the OME-XML, if the file has one."""
     if not (tif.is_ome and tif.ome_metadata):
@@ -187,10 +226,21 @@ def _ome_voxel_size(pixels: ElementTree.Element | None) -> dict[str, float]:
     return sizes
 
 
-def write_tiff(data: Any, tmp: Path, voxel_size: tuple[float, float, float], *, ome: bool) -> None:
+def write_tiff(
+    data: Any,
+    tmp: Path,
+    voxel_size: tuple[float, float, float],
+    *,
+    ome: bool,
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> None:
     """Write a ZYX array as an ImageJ hyperstack, or as OME-TIFF when ``ome``, the data are
     over `BIGTIFF_BYTES` (then BigTIFF), an image is one pixel wide or high, or the dtype
     is not one ImageJ reads.
+
+    ``translation`` (z, y, x) in nm, the position of voxel (0, 0, 0), is
+    written as each OME ``Plane``'s ``Position{X,Y,Z}`` or as ImageJ's
+    ``xorigin``/``yorigin``/``zorigin`` (in voxels; omitted when 0).
     """
     vz, vy, vx = voxel_size
     dtype = np.dtype(data.dtype)
@@ -205,13 +255,19 @@ def write_tiff(data: Any, tmp: Path, voxel_size: tuple[float, float, float], *, 
                 "axes": "ZYX",
                 **{f"PhysicalSize{a}": v for a, v in zip("ZYX", voxel_size, strict=True)},
                 **{f"PhysicalSize{a}Unit": "nm" for a in "ZYX"},
+                "Plane": _ome_planes(data.shape[0], voxel_size, translation),
             },
         }
     else:
+        origin = {
+            f"{a}origin": -t / v
+            for a, t, v in zip("zyx", translation, voxel_size, strict=True)
+            if t != 0
+        }
         options = {
             "imagej": True,
             "resolution": (1.0 / vx, 1.0 / vy),
-            "metadata": {"spacing": vz, "unit": "nm", "axes": "ZYX"},
+            "metadata": {"spacing": vz, "unit": "nm", "axes": "ZYX", **origin},
         }
     if isinstance(data, np.ndarray):
         tifffile.imwrite(tmp, data, photometric="minisblack", **options)
@@ -219,6 +275,19 @@ def write_tiff(data: Any, tmp: Path, voxel_size: tuple[float, float, float], *, 
         tifffile.imwrite(
             tmp, _slabs(data), shape=data.shape, dtype=dtype, photometric="minisblack", **options
         )
+
+
+def _ome_planes(
+    count: int, voxel_size: tuple[float, float, float], translation: tuple[float, float, float]
+) -> dict[str, list[Any]]:
+    """OME ``Plane`` attributes of ``count`` z-planes: the position (nm) of each one's origin."""
+    tz, ty, tx = translation
+    return {
+        "PositionZ": [tz + i * voxel_size[0] for i in range(count)],
+        "PositionY": [ty] * count,
+        "PositionX": [tx] * count,
+        **{f"Position{a}Unit": ["nm"] * count for a in "ZYX"},
+    }
 
 
 def _slabs(data: da.Array) -> Iterator[np.ndarray]:

@@ -18,7 +18,7 @@ from vemrestore.io._mrc import write_mrc
 from vemrestore.io._paths import format_of, same_file, split_dataset_path
 from vemrestore.io._tiff import write_tiff
 from vemrestore.io._volume import Volume
-from vemrestore.io._zarr import write_zarr
+from vemrestore.io._zarr import check_zarr_format, write_zarr
 
 __all__ = ["write_volume"]
 
@@ -39,17 +39,23 @@ def write_volume(
     chunks: Sequence[int] | None = None,
     overwrite: bool = False,
     dtype: npt.DTypeLike | None = None,
+    translation: Sequence[float] | None = None,
+    zarr_format: int = 3,
+    pyramid: bool = True,
 ) -> Path:
-    """Write a ZYX volume with its voxel size; the output appears only once complete.
+    """Write a ZYX volume with its voxel size and position; it appears only once complete.
 
     The format follows the suffix: ``.tif``/``.tiff`` (ImageJ hyperstack with
-    the voxel size in nm; OME-TIFF for ``.ome.tif``, for dtypes ImageJ cannot
-    read and, as BigTIFF, above 2 GB), ``.h5``/``.hdf5``/``.hdf`` (optionally
-    ``out.h5:/group/dataset``, default dataset ``data``; attributes
-    ``voxel_size`` in nm and ``element_size_um``), ``.zarr`` (Zarr v3
-    OME-Zarr, OME-NGFF 0.5, one level ``0``) or ``.mrc``/``.rec``/``.map``/
-    ``.st`` (voxel size in Å). Dask arrays are written chunk by chunk (TIFF:
-    a few slices at a time), so memory stays bounded.
+    the voxel size in nm and the position as ``xorigin``/``yorigin``/
+    ``zorigin``; OME-TIFF, with the position of each ``Plane``, for
+    ``.ome.tif``, for dtypes ImageJ cannot read and, as BigTIFF, above 2 GB),
+    ``.h5``/``.hdf5``/``.hdf`` (optionally ``out.h5:/group/dataset``, default
+    dataset ``data``; attributes ``voxel_size``, ``resolution`` and
+    ``offset`` in nm and ``element_size_um``), ``.zarr`` (Zarr v3 OME-Zarr,
+    OME-NGFF 0.5, named after the file without ``.ome``) or ``.mrc``/
+    ``.rec``/``.map``/``.st`` (voxel size and origin in Å). Dask arrays are
+    written chunk by chunk (TIFF: a few slices at a time), so memory stays
+    bounded.
 
     Parameters
     ----------
@@ -68,6 +74,14 @@ def write_volume(
         Store as this dtype. Floats cast to integers are rounded and clipped
         to the integer range; integers are clipped to the target range.
         Without it, float64 becomes float32 in TIFF and MRC, bool uint8.
+    translation : sequence of float, optional
+        (z, y, x) in nm, the world position of voxel (0, 0, 0)'s centre;
+        overrides ``volume.translation`` (a plain array is at 0 without it).
+    zarr_format : {3, 2}
+        Zarr outputs: 3 writes OME-NGFF 0.5, 2 writes OME-NGFF 0.4 (for older
+        tools such as Fiji's n5-ij).
+    pyramid : bool
+        Zarr outputs: add the multiscale levels down to about 64 voxels.
 
     Returns
     -------
@@ -90,7 +104,7 @@ def write_volume(
     'vol.h5'
     """
     source = os.fspath(path)
-    volume = _as_volume(volume, voxel_size)
+    volume = _as_volume(volume, voxel_size, translation)
     file, inner = split_dataset_path(path)
     fmt = format_of(file, source=source)
     if volume.source is not None and same_file(split_dataset_path(volume.source)[0], file):
@@ -107,11 +121,12 @@ def write_volume(
             f"chunks={tuple(chunks)} applies to HDF5 and Zarr outputs, not {file.name}; "
             "drop chunks="
         )
+    check_zarr_format(zarr_format)
     data = _cast(volume.data, dtype, fmt=fmt, source=source)
     with atomic_output(file, overwrite=overwrite) as tmp:
         if fmt == "tiff":
             ome = file.name.lower().endswith((".ome.tif", ".ome.tiff"))
-            write_tiff(data, tmp, volume.voxel_size, ome=ome)
+            write_tiff(data, tmp, volume.voxel_size, ome=ome, translation=volume.translation)
         elif fmt == "hdf5":
             write_hdf5(
                 data,
@@ -119,6 +134,7 @@ def write_volume(
                 volume.voxel_size,
                 dataset=inner or DEFAULT_DATASET,
                 chunks=_chunk_shape(chunks, volume.shape),
+                translation=volume.translation,
             )
         elif fmt == "zarr":
             write_zarr(
@@ -126,25 +142,33 @@ def write_volume(
                 tmp,
                 volume.voxel_size,
                 chunks=_chunk_shape(chunks, volume.shape),
-                name=file.stem,
+                name=file.stem,  # write_ngff_metadata drops a trailing .ome
+                translation=volume.translation,
+                zarr_format=zarr_format,
+                pyramid=pyramid,
             )
         else:
-            write_mrc(data, tmp, volume.voxel_size)
+            write_mrc(data, tmp, volume.voxel_size, volume.translation)
     return file
 
 
-def _as_volume(volume: Any, voxel_size: Sequence[float] | None) -> Volume:
-    """A validated `Volume`, with ``voxel_size`` (z, y, x) in nm overriding the volume's own."""
+def _as_volume(
+    volume: Any, voxel_size: Sequence[float] | None, translation: Sequence[float] | None
+) -> Volume:
+    """A validated `Volume`; ``voxel_size`` and ``translation`` (z, y, x) in nm override its own."""
+    space: dict[str, Any] = {}
+    if voxel_size is not None:
+        space["voxel_size"] = tuple(voxel_size)
+    if translation is not None:
+        space["translation"] = tuple(translation)
     if isinstance(volume, Volume):
-        if voxel_size is None:
-            return volume
-        return dataclasses.replace(volume, voxel_size=tuple(voxel_size))
+        return dataclasses.replace(volume, **space) if space else volume
     if voxel_size is None:
         raise UserInputError(
             "voxel_size is required when writing a plain array; pass voxel_size=(z, y, x) in nm"
         )
     data = volume if hasattr(volume, "ndim") and hasattr(volume, "dtype") else np.asarray(volume)
-    return Volume(data, tuple(voxel_size))
+    return Volume(data, **space)
 
 
 def _cast(data: Any, dtype: npt.DTypeLike | None, *, fmt: str, source: str) -> Any:

@@ -167,6 +167,14 @@ class TrainedConfig(MethodConfig):
     def _migrate(cls, data: Any) -> Any:
         return migrate_legacy_options(data, cls.legacy_names)
 
+    def with_step_budget(self, steps: int) -> Self:
+        """This config training ``steps`` optimiser steps in all (``train.num_steps``), validated.
+
+        A method of several training stages overrides it to split the budget across them.
+        """
+        train = self.train.model_copy(update={"num_steps": steps})
+        return type(self).model_validate(self.model_copy(update={"train": train}).model_dump())
+
 
 class FitOptions(TypedDict, total=False):
     """Keyword options of every ``fit``, passed on to ``vemrestore.train.fit_model``.
@@ -180,11 +188,15 @@ class FitOptions(TypedDict, total=False):
         Continue from the checkpoint in ``checkpoint_dir``.
     progress : bool
         Show a progress bar.
+    description : str
+        Label of the progress bar (default: the method's name; SkelEM's stages
+        are ``skeleton``, ``refiner`` and ``cycle``).
     """
 
     checkpoint_dir: Path | None
     resume: bool
     progress: bool
+    description: str
 
 
 class BatchSampler(Protocol):
@@ -294,7 +306,7 @@ class TrainedMethod:
             loss_fn=loss_fn,
             config=self.config.train if config is None else config,
             validate=validate,
-            **options,
+            **{"description": self.name, **options},
         )
 
     # -- networks and device -----------------------------------------------

@@ -244,6 +244,7 @@ def fit_model(
     resume: bool = False,
     validate: Callable[[nn.Module], float] | None = None,
     progress: bool = True,
+    description: str = "training",
 ) -> TrainResult:
     """Train ``model`` in place with AdamW until ``config.num_steps`` steps are done.
 
@@ -270,7 +271,11 @@ def fit_model(
         mode before the first step, every ``config.validate_every`` steps and
         at the end.
     progress : bool
-        Show a progress bar with the running loss.
+        Show a progress bar: ``description``, steps done, elapsed time, an
+        estimate of the time left and the running loss.
+    description : str
+        What is trained, shown at the start of the bar: a method passes its
+        name or its stage's (``"skeleton"``, ``"refiner"``, ``"cycle"``, ...).
 
     Returns
     -------
@@ -382,7 +387,7 @@ def fit_model(
         if validate is not None and result.steps == 0:
             run_validation()  # the untrained model: a baseline to compare with
         with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("training", total=config.num_steps, completed=result.steps)
+            task = bar.add_task(description, total=config.num_steps, completed=result.steps)
             while result.steps < config.num_steps:
                 inputs, targets = sample_batch(rng, batch_size)
                 inputs = inputs.to(device, non_blocking=True)
@@ -410,6 +415,6 @@ def fit_model(
                 if path is not None and (step % every == 0 or done):
                     checkpoint()
                 recent = float(np.mean(result.history[-50:]))
-                bar.update(task, completed=step, description=f"training loss {recent:.4f}")
+                bar.update(task, completed=step, description=f"{description} loss {recent:.4f}")
         model.eval()
     return result

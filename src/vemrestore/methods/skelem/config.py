@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vemrestore.diffusion import DiffusionConfig
+from vemrestore.errors import UserInputError
 from vemrestore.methods._base import AxialConfig
 from vemrestore.methods._trained import SamplingConfig, TrainedConfig
 from vemrestore.methods.skeleton import SkeletonConfig
 from vemrestore.train import TrainConfig
 
-__all__ = ["CycleConfig", "SkelEMConfig", "SkelEMInference"]
+__all__ = ["STEP_BUDGET_SHARES", "CycleConfig", "SkelEMConfig", "SkelEMInference", "split_steps"]
+
+# How a budget of training steps splits across SkelEM's stages (``with_step_budget``).
+STEP_BUDGET_SHARES = {"skeleton": 0.5, "refiner": 0.4, "cycle": 0.1}
 
 
 class SkelEMInference(SamplingConfig):
@@ -217,8 +222,94 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
             )
         return self
 
+    def training_stages(self) -> tuple[str, ...]:
+        """The stages ``fit`` trains, in order.
+
+        ``skeleton`` (unless ``skeleton_path`` gives a trained one), ``refiner``,
+        ``cycle`` (unless ``cycle`` is None).
+        """
+        skeleton = ("skeleton",) if self.skeleton_path is None else ()
+        cycle = ("cycle",) if self.cycle is not None else ()
+        return (*skeleton, "refiner", *cycle)
+
+    def with_step_budget(self, steps: int) -> Self:
+        """This config with ``steps`` optimiser steps in all, split across its stages.
+
+        The stages ``fit`` trains (``training_stages``) share the budget in
+        the proportions of ``STEP_BUDGET_SHARES`` (skeleton 50 %, refiner
+        40 %, cycle 10 %; renormalised over the stages there are: with
+        ``skeleton_path``, refiner 80 % and cycle 20 %), at least one step
+        each (``split_steps``). Their other training options are kept.
+
+        Raises
+        ------
+        UserInputError
+            If ``steps`` is smaller than the number of stages.
+
+        Examples
+        --------
+        >>> config = SkelEMConfig(scale_factor=4).with_step_budget(100)
+        >>> config.skeleton.train.num_steps, config.train.num_steps, config.cycle.train.num_steps
+        (50, 40, 10)
+        >>> SkelEMConfig(scale_factor=4, skeleton_path="s").with_step_budget(100).train.num_steps
+        80
+        """
+        counts = split_steps(steps, self.training_stages())
+
+        def budgeted(train: TrainConfig, stage: str) -> TrainConfig:
+            return train.model_copy(update={"num_steps": counts[stage]})
+
+        update: dict[str, Any] = {"train": budgeted(self.train, "refiner")}
+        if "skeleton" in counts:
+            skeleton = self.skeleton_config()
+            update["skeleton"] = skeleton.model_copy(
+                update={"train": budgeted(skeleton.train, "skeleton")}
+            )
+        if self.cycle is not None:
+            update["cycle"] = self.cycle.model_copy(
+                update={"train": budgeted(self.cycle.train, "cycle")}
+            )
+        return type(self).model_validate(self.model_copy(update=update).model_dump())
+
     def skeleton_config(self) -> SkeletonConfig:
         """The skeleton to train: ``skeleton``, or the default one at this factor and profile."""
         if self.skeleton is not None:
             return self.skeleton
         return SkeletonConfig(scale_factor=self.scale_factor, profile=self.profile)
+
+
+def split_steps(steps: int, stages: tuple[str, ...]) -> dict[str, int]:
+    """``steps`` split across ``stages`` as ``STEP_BUDGET_SHARES`` says, at least 1 each.
+
+    Shares are renormalised over ``stages`` and rounded by largest remainder
+    (ties to the earlier stage), so the counts add up to ``steps`` exactly; a
+    stage rounded to 0 takes a step from the largest.
+
+    Raises
+    ------
+    UserInputError
+        If ``steps`` is smaller than the number of stages.
+
+    Examples
+    --------
+    >>> split_steps(12, ("skeleton", "refiner", "cycle"))
+    {'skeleton': 6, 'refiner': 5, 'cycle': 1}
+    >>> split_steps(3, ("skeleton", "refiner", "cycle"))
+    {'skeleton': 1, 'refiner': 1, 'cycle': 1}
+    """
+    if steps < len(stages):
+        raise UserInputError(
+            f"a budget of {steps} training steps cannot give each of SkelEM's "
+            f"{len(stages)} stages ({', '.join(stages)}) one step (give at least {len(stages)})"
+        )
+    total = sum(STEP_BUDGET_SHARES[stage] for stage in stages)
+    exact = {stage: steps * STEP_BUDGET_SHARES[stage] / total for stage in stages}
+    counts = {stage: math.floor(value) for stage, value in exact.items()}
+    by_remainder = sorted(stages, key=lambda stage: counts[stage] - exact[stage])
+    for stage in by_remainder[: steps - sum(counts.values())]:
+        counts[stage] += 1
+    for stage in stages:
+        if counts[stage] == 0:
+            counts[max(counts, key=counts.__getitem__)] -= 1
+            counts[stage] = 1
+    return counts

@@ -144,9 +144,9 @@ class SkelEM(PlaneMethod, TrainedMethod):
         volume : Volume
             The anisotropic stack (as for ``Skeleton.fit``).
         **options
-            ``FitOptions``; checkpoints go to the ``skeleton``, ``refiner``
-            and ``cycle`` subfolders of ``checkpoint_dir``, each stage resumes
-            from its own.
+            ``FitOptions``; each stage shows its own progress bar
+            (``skeleton``, ``refiner``, ``cycle``), and its checkpoints go to
+            that subfolder of ``checkpoint_dir``, from which it resumes.
 
         Returns
         -------
@@ -376,11 +376,15 @@ class SkelEM(PlaneMethod, TrainedMethod):
 
 
 def _stage(options: FitOptions, name: str) -> FitOptions:
-    """``options`` of one training stage: its checkpoints in ``checkpoint_dir / name``."""
+    """``options`` of training stage ``name``: its progress-bar label, checkpoints in a subfolder.
+
+    The bar shows ``name``; checkpoints go to ``checkpoint_dir / name``.
+    """
+    staged: FitOptions = {**options, "description": name}
     checkpoint_dir = options.get("checkpoint_dir")
-    if checkpoint_dir is None:
-        return options
-    return {**options, "checkpoint_dir": Path(checkpoint_dir) / name}
+    if checkpoint_dir is not None:
+        staged["checkpoint_dir"] = Path(checkpoint_dir) / name
+    return staged
 
 
 def _load_skeleton(path: Path) -> Skeleton:
