@@ -260,13 +260,13 @@ def _engine_options(
     overwrite: bool,
 ) -> dict[str, Any]:
     """Keyword options of ``predict_volume`` shared by the commands that restore."""
-    return {
-        "block_shape": block_shape,
-        "scheduler": scheduler,
-        "pyramid": pyramid,
-        "zarr_format": zarr_format,
-        "overwrite": overwrite,
-    }
+    return dict(
+        block_shape=block_shape,
+        scheduler=scheduler,
+        pyramid=pyramid,
+        zarr_format=zarr_format,
+        overwrite=overwrite,
+    )
 
 
 def train(

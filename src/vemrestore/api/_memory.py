@@ -124,17 +124,10 @@ def restore_volume_stages(
     return _result(restorer, volume, data, factor=float(factor))
 
 
-def restore_volume(
-    volume: Volume,
-    *,
-    method: str = "cubic",
-    factor: float | None = None,
-    steps: int | None = None,
-    inference: dict[str, Any] | None = None,
-    config: Path | None = None,
-    **options: Any,
-) -> Volume:
+def restore_volume(volume: Volume, **options: Any) -> Volume:
     """Axial super-resolution of a volume held in memory.
+
+    The keyword options are those of ``restore_volume_stages``:
 
     Parameters
     ----------
@@ -171,17 +164,7 @@ def restore_volume(
     >>> fine.shape, fine.voxel_size, fine.translation
     ((16, 8, 8), (10.0, 10.0, 10.0), (-15.0, 0.0, 0.0))
     """
-    return _drain(
-        restore_volume_stages(
-            volume,
-            method=method,
-            factor=factor,
-            steps=steps,
-            inference=inference,
-            config=config,
-            **options,
-        )
-    )
+    return _drain(restore_volume_stages(volume, **options))
 
 
 def _missing_indices(missing: str | Sequence[int] | None) -> list[int] | None:
@@ -231,18 +214,10 @@ def repair_sections_stages(
     return _result(restorer, volume, data, report=report)  # type: ignore[arg-type]
 
 
-def repair_sections(
-    volume: Volume,
-    *,
-    missing: str | Sequence[int] | None = None,
-    mask: Any = None,
-    method: Literal["linear", "flow", "diffusion"] = "linear",
-    steps: int | None = None,
-    detect: bool = False,
-    seed: int = 0,
-    options: dict[str, Any] | None = None,
-) -> Volume:
+def repair_sections(volume: Volume, **options: Any) -> Volume:
     """Restore missing and damaged sections of a stack held in memory.
+
+    The keyword options are those of ``repair_sections_stages``:
 
     Parameters
     ----------
@@ -285,15 +260,4 @@ def repair_sections(
     >>> bool(np.allclose(repaired.data[1], (stack.data[0] + stack.data[2]) / 2))
     True
     """
-    return _drain(
-        repair_sections_stages(
-            volume,
-            missing=missing,
-            mask=mask,
-            method=method,
-            steps=steps,
-            detect=detect,
-            seed=seed,
-            options=options,
-        )
-    )
+    return _drain(repair_sections_stages(volume, **options))

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from vemrestore.cli._errors import UserErrorGroup, show_warning
+from vemrestore.cli._export import export
 from vemrestore.cli._options import (
     BlockShape,
     ShapeCommand,
@@ -269,6 +270,21 @@ def _report_written(written: dict[str, Path]) -> None:
         )
 
 
+def _output_options(
+    block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size
+) -> dict[str, object]:
+    """The input and output options that ``api.iso``, ``predict`` and ``slices`` share."""
+    return {
+        "block_shape": block,
+        "scheduler": scheduler,
+        "pyramid": pyramid,
+        "zarr_format": zarr_format,
+        "channel": channel,
+        "overwrite": overwrite,
+        "voxel_size": voxel_size,
+    }
+
+
 @app.command(cls=ShapeCommand)
 def iso(
     src: Annotated[str, typer.Argument(help="Anisotropic input volume (thick sections along z).")],
@@ -327,13 +343,7 @@ def iso(
         steps=steps,
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         config=config,
-        block_shape=block,
-        scheduler=scheduler,
-        pyramid=pyramid,
-        zarr_format=zarr_format,
-        channel=channel,
-        overwrite=overwrite,
-        voxel_size=voxel_size,
+        **_output_options(block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size),
         force=force,
         skeleton_path=skeleton,
     )
@@ -511,13 +521,7 @@ def predict(
         model_dir,
         src,
         dst,
-        block_shape=block,
-        scheduler=scheduler,
-        pyramid=pyramid,
-        zarr_format=zarr_format,
-        channel=channel,
-        overwrite=overwrite,
-        voxel_size=voxel_size,
+        **_output_options(block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size),
     )
     _report_written(written)
 
@@ -585,13 +589,7 @@ def slices(
         model_dir=model_dir,
         report=report,
         seed=seed,
-        block_shape=block,
-        scheduler=scheduler,
-        pyramid=pyramid,
-        zarr_format=zarr_format,
-        channel=channel,
-        overwrite=overwrite,
-        voxel_size=voxel_size,
+        **_output_options(block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size),
     )
     typer.echo(summary.format())
 
@@ -629,6 +627,9 @@ def demo(
     from vemrestore.cli._demo import run_demo
 
     run_demo(out, factor=factor, method=method, steps=steps)
+
+
+app.command()(export)
 
 
 def main() -> None:

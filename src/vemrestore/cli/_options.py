@@ -2,12 +2,18 @@
 
 A bad value is a usage error, shown as one ``error:`` line naming the option
 (see `vemrestore.cli._errors`).
+
+Examples
+--------
+>>> parse_voxel_size("25, 10, 10"), parse_block("8,16,16")
+((25.0, 10.0, 10.0), (8, 16, 16))
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -26,63 +32,54 @@ class BlockShape(tuple):  # type: ignore[type-arg]
     """A block shape (z, y, x) in voxels, parsed from ``Z,Y,X`` (e.g. ``64,128,128``)."""
 
 
-def _three(text: Any, what: str, example: str) -> list[str]:
-    parts = [p.strip() for p in str(text).strip().strip("()").split(",")]
-    if len(parts) != 3 or not all(parts):
-        raise typer.BadParameter(f"expected {what} as Z,Y,X (e.g. {example}), got {text!r}")
-    return parts
-
-
-def parse_voxel_size(text: Any) -> VoxelSize:
-    """``"80,10,10"`` -> ``VoxelSize((80.0, 10.0, 10.0))``: three positive numbers in nm.
+def _parse_zyx(
+    text: Any,
+    kind: type[tuple],
+    convert: Callable[[str], float],
+    *,
+    rule: str,
+    example: str,
+) -> Any:
+    """``Z,Y,X`` text as a ``kind`` tuple of three converted values, each > 0 and finite.
 
     Raises
     ------
     typer.BadParameter
-        For anything else (one line naming the value and an example).
-
-    Examples
-    --------
-    >>> parse_voxel_size("25, 10, 10")
-    (25.0, 10.0, 10.0)
+        For anything else: one line with the ``rule``, an example and the value.
     """
     if isinstance(text, tuple):
-        return VoxelSize(text)
-    parts = _three(text, "three voxel sizes in nm", "80,10,10")
+        return kind(text)
+    parts = [p.strip() for p in str(text).strip().strip("()").split(",")]
     try:
-        values = [float(p) for p in parts]
+        values = [convert(p) for p in parts]
     except ValueError:
         values = []
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise typer.BadParameter(
-            f"voxel sizes must be three positive numbers in nm as Z,Y,X (e.g. 80,10,10), "
-            f"got {text!r}"
-        )
-    return VoxelSize(values)
+        raise typer.BadParameter(f"{rule} as Z,Y,X (e.g. {example}), got {text!r}")
+    return kind(values)
+
+
+def _whole(text: str) -> int:
+    if not _WHOLE.match(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_voxel_size(text: Any) -> VoxelSize:
+    """``"80,10,10"`` -> ``VoxelSize((80.0, 10.0, 10.0))``: three positive numbers in nm."""
+    rule = "voxel sizes must be three positive numbers in nm"
+    return _parse_zyx(text, VoxelSize, float, rule=rule, example="80,10,10")
 
 
 def parse_block(text: Any) -> BlockShape:
-    """``"64,128,128"`` -> ``BlockShape((64, 128, 128))``: three positive whole numbers.
-
-    Raises
-    ------
-    typer.BadParameter
-        For anything else (one line naming the value and an example).
-
-    Examples
-    --------
-    >>> parse_block("8,16,16")
-    (8, 16, 16)
-    """
-    if isinstance(text, tuple):
-        return BlockShape(text)
-    parts = _three(text, "a block shape", "64,128,128")
-    if not all(_WHOLE.match(p) and int(p) > 0 for p in parts):
-        raise typer.BadParameter(
-            f"a block shape is three positive whole numbers as Z,Y,X (e.g. 64,128,128), "
-            f"got {text!r}"
-        )
-    return BlockShape(int(p) for p in parts)
+    """``"64,128,128"`` -> ``BlockShape((64, 128, 128))``: three positive whole numbers."""
+    return _parse_zyx(
+        text,
+        BlockShape,
+        _whole,
+        rule="a block shape is three positive whole numbers",
+        example="64,128,128",
+    )
 
 
 class ShapeCommand(typer.core.TyperCommand):

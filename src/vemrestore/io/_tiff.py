@@ -191,15 +191,20 @@ def _ome_translation(pixels: ElementTree.Element | None) -> dict[str, float]:
     """``Position{X,Y,Z}`` (nm) of the first z-plane's ``Plane`` in an OME ``Pixels`` element."""
     planes = [] if pixels is None else [e for e in pixels if e.tag.rsplit("}", 1)[-1] == "Plane"]
     plane = next((e for e in planes if e.get("TheZ", "0") == "0"), None)
-    if plane is None:
-        return {}
-    positions = {}
-    for axis in "ZYX":
-        value = plane.get(f"Position{axis}")
-        scale = nm_per_unit(plane.get(f"Position{axis}Unit", "reference frame"))
+    return _ome_lengths(plane, "Position", default_unit="reference frame")
+
+
+def _ome_lengths(
+    element: ElementTree.Element | None, prefix: str, *, default_unit: str
+) -> dict[str, float]:
+    """Attributes ``{prefix}Z/Y/X`` of an OME element in nm (units ``{prefix}{axis}Unit``)."""
+    lengths: dict[str, float] = {}
+    for axis in "ZYX" if element is not None else "":
+        value = element.get(f"{prefix}{axis}")  # type: ignore[union-attr]
+        scale = nm_per_unit(element.get(f"{prefix}{axis}Unit", default_unit))  # type: ignore[union-attr]
         if value is not None and scale is not None:
-            positions[axis] = float(value) * scale
-    return positions
+            lengths[axis] = float(value) * scale
+    return lengths
 
 
 def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
@@ -215,15 +220,7 @@ def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
 
 def _ome_voxel_size(pixels: ElementTree.Element | None) -> dict[str, float]:
     """PhysicalSizeX/Y/Z of an OME ``Pixels`` element, in nm (OME's default unit is µm)."""
-    if pixels is None:
-        return {}
-    sizes = {}
-    for axis in "ZYX":
-        value = pixels.get(f"PhysicalSize{axis}")
-        scale = nm_per_unit(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-        if value is not None and scale is not None:
-            sizes[axis] = float(value) * scale
-    return sizes
+    return _ome_lengths(pixels, "PhysicalSize", default_unit="µm")
 
 
 def write_tiff(

@@ -105,6 +105,11 @@ class _RestorationWidget(Container):
         self.viewer.add_image(data, **meta)
 
 
+def _layer_choice(viewer: napari.viewer.Viewer, kind: type) -> dict[str, Any]:
+    """magicgui options of a combo box listing the viewer's layers of type ``kind``."""
+    return {"widget_type": "ComboBox", "choices": lambda _: _layers_of(viewer, kind)}
+
+
 class AxialRestorationWidget(_RestorationWidget):
     """Restore isotropic resolution along z of an image layer of thick sections.
 
@@ -117,10 +122,7 @@ class AxialRestorationWidget(_RestorationWidget):
         form = magicgui(
             self.restore,
             call_button="Restore",
-            image={
-                "widget_type": "ComboBox",
-                "choices": lambda _: _layers_of(napari_viewer, Image),
-            },
+            image=_layer_choice(napari_viewer, Image),
             method={"choices": lambda _: axial_methods()},
             factor={"min": 1.0, "max": 64.0, "step": 0.5},
             steps={"min": 0, "max": 1_000_000, "tooltip": "training steps (0: default)"},
@@ -167,15 +169,9 @@ class SliceRestorationWidget(_RestorationWidget):
         form = magicgui(
             self.repair,
             call_button="Restore",
-            image={
-                "widget_type": "ComboBox",
-                "choices": lambda _: _layers_of(napari_viewer, Image),
-            },
+            image=_layer_choice(napari_viewer, Image),
             missing={"tooltip": "sections to restore whole, e.g. 3,17 or 10-12"},
-            mask={
-                "widget_type": "ComboBox",
-                "choices": lambda _: _layers_of(napari_viewer, Labels),
-            },
+            mask=_layer_choice(napari_viewer, Labels),
             method={"choices": list(SLICE_METHODS)},
             steps={"min": 0, "max": 1_000_000, "tooltip": "diffusion training steps (0: default)"},
         )

@@ -239,12 +239,8 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
         the proportions of ``STEP_BUDGET_SHARES`` (skeleton 50 %, refiner
         40 %, cycle 10 %; renormalised over the stages there are: with
         ``skeleton_path``, refiner 80 % and cycle 20 %), at least one step
-        each (``split_steps``). Their other training options are kept.
-
-        Raises
-        ------
-        UserInputError
-            If ``steps`` is smaller than the number of stages.
+        each (``split_steps``, which refuses fewer steps than stages). Their
+        other training options are kept.
 
         Examples
         --------
