@@ -24,25 +24,6 @@ SHAPE = (40, 24, 24)  # cubic x4 -> 160 x 24 x 24, voxel (10, 16, 16): pyramid l
 BLOCK_SHAPE = (32, 24, 24)  # 5 blocks
 
 
-def validate_ome_zarr(path):
-    """The image model of ``path`` from ome-zarr-models (v0.5 for Zarr v3, v0.4 for v2).
-
-    Raises (a pydantic ValidationError) when the store is not a valid OME-Zarr image.
-    """
-    pytest.importorskip("ome_zarr_models", reason="ome-zarr-models (test extra) is not installed")
-    group = zarr.open_group(str(path), mode="r")
-    if group.metadata.zarr_format == 3:
-        from ome_zarr_models.v05.image import Image
-    else:
-        from ome_zarr_models.v04.image import Image
-        from pydantic_zarr.v2 import ArraySpec
-
-        # ome-zarr-models < 1.7 leaves this forward reference unresolved under pydantic
-        # >= 2.13 (1.7 pins pydantic < 2.13 instead); resolving it is all the fix needs.
-        Image.model_rebuild(_types_namespace={"ArraySpec": ArraySpec})
-    return Image.from_zarr(group)
-
-
 @pytest.fixture
 def volume(random_volume):
     return Volume(random_volume(SHAPE), voxel_size=VOXEL, translation=OFFSET, source="test")
@@ -66,7 +47,9 @@ def _multiscale(path):
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
 @pytest.mark.parametrize("pyramid", [True, False])
-def test_outputs_are_valid_ome_zarr_at_the_method_position(tmp_path, volume, zarr_format, pyramid):
+def test_outputs_are_valid_ome_zarr_at_the_method_position(
+    validate_ome_zarr, tmp_path, volume, zarr_format, pyramid
+):
     method = create_method("cubic", scale_factor=4)
     path = _predict(
         tmp_path / "out.ome.zarr", volume, method, zarr_format=zarr_format, pyramid=pyramid
@@ -105,7 +88,9 @@ def test_unknown_zarr_format_is_one_line(tmp_path, volume, zarr_format):
     assert "\n" not in str(caught.value) and not list(tmp_path.iterdir())
 
 
-def test_every_output_gets_its_pyramid_and_the_input_position(tmp_path, box_filter_with_aux):
+def test_every_output_gets_its_pyramid_and_the_input_position(
+    validate_ome_zarr, tmp_path, box_filter_with_aux
+):
     data = np.random.default_rng(1).random((4, 130, 16), dtype=np.float32)
     volume = Volume(data, voxel_size=(8.0, 8.0, 8.0), translation=OFFSET)
     out, aux = tmp_path / "out.zarr", tmp_path / "aux.zarr"
@@ -170,7 +155,9 @@ def test_a_run_killed_while_building_the_pyramid_rebuilds_it(
     np.testing.assert_array_equal(_levels(path)["1"], reference["1"])
 
 
-def test_a_resumed_run_without_pyramid_drops_the_half_built_one(tmp_path, volume, monkeypatch):
+def test_a_resumed_run_without_pyramid_drops_the_half_built_one(
+    validate_ome_zarr, tmp_path, volume, monkeypatch
+):
     path = tmp_path / "out.zarr"
     _kill_while_building_the_pyramid(monkeypatch, path, volume)
     _predict(path, volume, pyramid=False)
@@ -179,7 +166,9 @@ def test_a_resumed_run_without_pyramid_drops_the_half_built_one(tmp_path, volume
     validate_ome_zarr(path)
 
 
-def test_after_a_failed_rename_the_pyramid_is_not_built_again(tmp_path, volume, monkeypatch):
+def test_after_a_failed_rename_the_pyramid_is_not_built_again(
+    validate_ome_zarr, tmp_path, volume, monkeypatch
+):
     path = tmp_path / "out.zarr"
     real_replace = os.replace
 

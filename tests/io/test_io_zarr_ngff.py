@@ -18,25 +18,6 @@ VOXEL = (40.0, 10.0, 10.0)
 OFFSET = (1000.0, -35.0, 20.0)
 
 
-def validate_ome_zarr(path):
-    """The image model of ``path`` from ome-zarr-models (v0.5 for Zarr v3, v0.4 for v2).
-
-    Raises (a pydantic ValidationError) when the store is not a valid OME-Zarr image.
-    """
-    pytest.importorskip("ome_zarr_models", reason="ome-zarr-models (test extra) is not installed")
-    group = zarr.open_group(str(path), mode="r")
-    if group.metadata.zarr_format == 3:
-        from ome_zarr_models.v05.image import Image
-    else:
-        from ome_zarr_models.v04.image import Image
-        from pydantic_zarr.v2 import ArraySpec
-
-        # ome-zarr-models < 1.7 leaves this forward reference unresolved under pydantic
-        # >= 2.13 (1.7 pins pydantic < 2.13 instead); resolving it is all the fix needs.
-        Image.model_rebuild(_types_namespace={"ArraySpec": ArraySpec})
-    return Image.from_zarr(group)
-
-
 def _ramp(shape):
     return np.arange(np.prod(shape), dtype=np.float32).reshape(shape) % 251
 
@@ -153,7 +134,7 @@ def test_metadata_has_scale_then_translation_and_no_ome_in_the_name(zarr_format)
 # --- write_volume / write_zarr outputs -------------------------------------------------------
 
 
-def test_write_volume_zarr_has_a_valid_pyramid_at_its_world_position(tmp_path):
+def test_write_volume_zarr_has_a_valid_pyramid_at_its_world_position(validate_ome_zarr, tmp_path):
     data = _ramp((20, 300, 140))
     path = write_volume(Volume(data, VOXEL, translation=OFFSET), tmp_path / "em.ome.zarr")
     image = validate_ome_zarr(path)
@@ -177,7 +158,7 @@ def test_write_volume_zarr_has_a_valid_pyramid_at_its_world_position(tmp_path):
 
 
 @pytest.mark.parametrize("pyramid", [True, False])
-def test_zarr_v2_is_ngff_04_for_older_readers(tmp_path, pyramid):
+def test_zarr_v2_is_ngff_04_for_older_readers(validate_ome_zarr, tmp_path, pyramid):
     data = _ramp((16, 260, 30)).astype(np.uint16)
     path = tmp_path / "em.zarr"
     write_zarr(
@@ -199,7 +180,7 @@ def test_zarr_v2_is_ngff_04_for_older_readers(tmp_path, pyramid):
     np.testing.assert_array_equal(volume.to_numpy(), data)
 
 
-def test_write_volume_without_translation_writes_zero(tmp_path):
+def test_write_volume_without_translation_writes_zero(validate_ome_zarr, tmp_path):
     path = write_volume(np.ones((4, 8, 8), np.uint8), tmp_path / "a.zarr", voxel_size=VOXEL)
     validate_ome_zarr(path)
     dataset = zarr.open_group(str(path), mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
