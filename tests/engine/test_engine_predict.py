@@ -199,3 +199,28 @@ def test_volume_must_be_a_volume(tmp_path, box_filter):
 def test_predict_array_rejects_non_3d(box_filter):
     with pytest.raises(UserInputError, match="3D"):
         predict_array(box_filter(), np.zeros((4, 4)))
+
+
+def test_a_failed_block_stops_the_run_only_after_the_running_blocks_end(
+    tmp_path, random_volume, box_filter
+):
+    import time
+
+    finished = []
+    method = box_filter()
+    predict_block = method.predict_block
+
+    def slow_or_failing(block, request):
+        if request.output_region[0].start == 0:
+            raise RuntimeError("block failed")
+        time.sleep(0.3)
+        finished.append(request.output_region)
+        return predict_block(block, request)
+
+    method.predict_block = slow_or_failing
+    volume = Volume(random_volume((8, 16, 16)))
+    with pytest.raises(RuntimeError, match="block failed"):
+        predict_volume(method, volume, tmp_path / "o.zarr", block_shape=(2, 16, 16), num_workers=4)
+    done_when_raised = len(finished)
+    time.sleep(0.6)
+    assert len(finished) == done_when_raised  # nothing ran on after the error

@@ -8,8 +8,10 @@ cluster, behind a progress bar of blocks done.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,8 +103,14 @@ class Run:
         ]
         with _progress_bar(self.progress, total, total - len(blocks)) as advance:
             if self.scheduler is None:
-                with _BlockCallback(advance):
-                    dask.compute(*tasks, scheduler="threads", num_workers=self.num_workers)
+                # Our own pool, shut down with wait: when a block fails, the blocks still
+                # running finish before the error reaches the caller (no writes after it).
+                pool = ThreadPoolExecutor(self.num_workers or os.cpu_count() or 1)
+                try:
+                    with _BlockCallback(advance):
+                        dask.compute(*tasks, scheduler="threads", pool=pool)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
             elif isinstance(self.scheduler, str):
                 import distributed
 
