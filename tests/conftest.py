@@ -57,3 +57,22 @@ def _validate_ome_zarr(path):
         # >= 2.13 (1.7 pins pydantic < 2.13 instead); resolving it is all the fix needs.
         Image.model_rebuild(_types_namespace={"ArraySpec": ArraySpec})
     return Image.from_zarr(group)
+
+
+@pytest.fixture
+def fail_replace_to(monkeypatch):
+    """A function ``(target, error)``: ``os.replace(..., target)`` then raises ``error``
+    (an ``OSError``, e.g. a read-only file system); other renames work."""
+    import os
+
+    real = os.replace
+
+    def install(target, error: OSError) -> None:
+        def fake(src, dst, *args, **kwargs):
+            if os.fspath(dst) == os.fspath(target):
+                raise error
+            return real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", fake)
+
+    return install

@@ -4,7 +4,6 @@ finished blocks kept, and a re-run that completes the output identically."""
 from __future__ import annotations
 
 import errno
-import os
 
 import numpy as np
 import pytest
@@ -41,18 +40,6 @@ def _fill_disk_after(monkeypatch, writes: int) -> None:
         done.append(key)
 
     monkeypatch.setattr(zarr.Array, "__setitem__", setitem)
-
-
-def _fail_replace_to(monkeypatch, target, error: OSError) -> None:
-    """Make ``os.replace(..., target)`` raise ``error``; other renames work."""
-    real = os.replace
-
-    def fake(src, dst, *args, **kwargs):
-        if os.fspath(dst) == os.fspath(target):
-            raise error
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", fake)
 
 
 @pytest.fixture
@@ -97,25 +84,28 @@ def test_disk_full_mid_run_keeps_finished_blocks_and_resumes(tmp_path, volume, c
     np.testing.assert_array_equal(_read(path), expected)
 
 
-def _rename_fails_once(tmp_path, volume):
+def _rename_fails_once(fail_replace_to, monkeypatch, tmp_path, volume):
+    """Run into ``out.zarr`` with its final rename failing (read-only), then undo the fault."""
     path = tmp_path / "out.zarr"
-    with pytest.MonkeyPatch.context() as patch:
-        _fail_replace_to(patch, path, READ_ONLY)
-        with pytest.raises(
-            UserInputError, match=r"out\.zarr failed: Read-only file system \("
-        ) as caught:
-            _predict(path, volume)
+    fail_replace_to(path, READ_ONLY)
+    with pytest.raises(
+        UserInputError, match=r"out\.zarr failed: Read-only file system \("
+    ) as caught:
+        _predict(path, volume)
+    monkeypatch.undo()
     assert "\n" not in str(caught.value)
     return path
 
 
-def test_read_only_final_rename_keeps_the_partial(tmp_path, volume):
-    path = _rename_fails_once(tmp_path, volume)
+def test_read_only_final_rename_keeps_the_partial(fail_replace_to, monkeypatch, tmp_path, volume):
+    path = _rename_fails_once(fail_replace_to, monkeypatch, tmp_path, volume)
     assert not path.exists() and (tmp_path / ".out.zarr.partial").is_dir()
 
 
-def test_after_a_failed_final_rename_the_next_run_finishes(tmp_path, volume, counting):
-    path = _rename_fails_once(tmp_path, volume)
+def test_after_a_failed_final_rename_the_next_run_finishes(
+    fail_replace_to, monkeypatch, tmp_path, volume, counting
+):
+    path = _rename_fails_once(fail_replace_to, monkeypatch, tmp_path, volume)
     method = counting(create_method("cubic", scale_factor=4))
     _predict(path, volume, method)
     assert method.calls == 0  # every block was finished: only the rename was left
@@ -124,14 +114,16 @@ def test_after_a_failed_final_rename_the_next_run_finishes(tmp_path, volume, cou
 
 
 @pytest.mark.parametrize("fault", ["write", "rename"])
-def test_in_memory_output_fault_leaves_nothing(tmp_path, volume, monkeypatch, fault):
+def test_in_memory_output_fault_leaves_nothing(
+    fail_replace_to, tmp_path, volume, monkeypatch, fault
+):
     path = tmp_path / "out.tif"
     if fault == "write":
         monkeypatch.setattr(
             tifffile.TiffWriter, "write", lambda *a, **k: (_ for _ in ()).throw(FULL)
         )
     else:
-        _fail_replace_to(monkeypatch, path, READ_ONLY)
+        fail_replace_to(path, READ_ONLY)
     with pytest.raises(UserInputError, match=rf"writing {path} failed: "):
         _predict(path, volume)
     assert list(tmp_path.iterdir()) == []

@@ -20,18 +20,6 @@ def _data(shape=(4, 8, 8)):
     return np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
 
 
-def _fail_replace_to(monkeypatch, target, error: OSError) -> None:
-    """Make ``os.replace(..., target)`` raise ``error``; other renames work."""
-    real = os.replace
-
-    def fake(src, dst, *args, **kwargs):
-        if os.fspath(dst) == os.fspath(target):
-            raise error
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", fake)
-
-
 @pytest.mark.parametrize(
     ("code", "reason", "fix"),
     [
@@ -60,17 +48,19 @@ def test_storage_error_names_the_file_that_failed_when_it_differs():
 
 
 @pytest.mark.parametrize("name", ["out.tif", "out.zarr"])
-def test_read_only_final_rename_leaves_nothing(tmp_path, monkeypatch, name):
+def test_read_only_final_rename_leaves_nothing(fail_replace_to, tmp_path, monkeypatch, name):
     final = tmp_path / name
-    _fail_replace_to(monkeypatch, final, OSError(errno.EROFS, "Read-only file system"))
+    fail_replace_to(final, OSError(errno.EROFS, "Read-only file system"))
     with pytest.raises(UserInputError, match=rf"writing .*{name} failed: Read-only file system"):
         write_volume(_data(), final, voxel_size=VOXEL)
     assert list(tmp_path.iterdir()) == []  # nothing at the final path, the temporary removed
 
 
-def test_failed_rename_of_a_resumable_output_keeps_the_partial(tmp_path, monkeypatch):
+def test_failed_rename_of_a_resumable_output_keeps_the_partial(
+    fail_replace_to, tmp_path, monkeypatch
+):
     final = tmp_path / "blocks.zarr"
-    _fail_replace_to(monkeypatch, final, OSError(errno.EROFS, "Read-only file system"))
+    fail_replace_to(final, OSError(errno.EROFS, "Read-only file system"))
     with pytest.raises(UserInputError, match="Read-only") as caught:
         with atomic_output(final, resume=True) as partial:
             partial.mkdir()
