@@ -31,15 +31,6 @@ def _vol(path: Path, shape=(16, 24, 24)) -> Path:
     return path
 
 
-def _assert_refused(result, *fragments: str) -> None:
-    """Exit 2 with one ``error:`` line on stderr naming ``fragments``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment.lower() in lines[0].lower(), lines[0]
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -62,20 +53,20 @@ def fake_bench(monkeypatch):
     return calls
 
 
-def test_bench_json_is_never_written_over_a_data_volume(tmp_path, fake_bench):
+def test_bench_json_is_never_written_over_a_data_volume(assert_refused, tmp_path, fake_bench):
     first, second = _vol(tmp_path / "a.tif"), _vol(tmp_path / "b.tif")
     before = second.read_bytes()
     args = ["bench", "--data", str(first), str(second), "--json", str(second), "--overwrite"]
-    _assert_refused(runner.invoke(app, args), "--json", "b.tif")
+    assert_refused(runner.invoke(app, args), "--json", "b.tif")
     assert second.read_bytes() == before
     assert not fake_bench  # refused before the (long) benchmark
 
 
-def test_bench_keeps_an_existing_json_without_overwrite(tmp_path, fake_bench):
+def test_bench_keeps_an_existing_json_without_overwrite(assert_refused, tmp_path, fake_bench):
     data, out = _vol(tmp_path / "a.tif"), tmp_path / "bench.json"
     out.write_text("keep me")
     result = runner.invoke(app, ["bench", "--data", str(data), "--json", str(out)])
-    _assert_refused(result, "bench.json", "--overwrite")
+    assert_refused(result, "bench.json", "--overwrite")
     assert out.read_text() == "keep me" and not fake_bench
 
     result = runner.invoke(app, ["bench", "--data", str(data), "--json", str(out), "--overwrite"])
@@ -83,7 +74,7 @@ def test_bench_keeps_an_existing_json_without_overwrite(tmp_path, fake_bench):
     assert json.loads(out.read_text())["results"][0]["method"] == "cubic"
 
 
-def test_bench_json_write_is_atomic(tmp_path, fake_bench, monkeypatch):
+def test_bench_json_write_is_atomic(assert_refused, tmp_path, fake_bench, monkeypatch):
     data, out = _vol(tmp_path / "a.tif"), tmp_path / "bench.json"
     out.write_text("old results")
     write_text = Path.write_text
@@ -94,7 +85,7 @@ def test_bench_json_write_is_atomic(tmp_path, fake_bench, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", half_then_disk_full)
     result = runner.invoke(app, ["bench", "--data", str(data), "--json", str(out), "--overwrite"])
-    _assert_refused(result, "bench.json", "space")
+    assert_refused(result, "bench.json", "space")
     assert out.read_text() == "old results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "bench.json"]
 
@@ -102,17 +93,17 @@ def test_bench_json_write_is_atomic(tmp_path, fake_bench, monkeypatch):
 # ------------------------------------------------- outputs over inputs, --overwrite or not
 
 
-def test_slices_report_never_replaces_the_input(tmp_path):
+def test_slices_report_never_replaces_the_input(assert_refused, tmp_path):
     src = _vol(tmp_path / "in.tif")
     before = src.read_bytes()
     out = tmp_path / "out.tif"
     args = ["slices", str(src), str(out), "--missing", "3", "--method", "linear", "--overwrite"]
-    _assert_refused(runner.invoke(app, [*args, "--report", str(src)]), "--report", "in.tif")
+    assert_refused(runner.invoke(app, [*args, "--report", str(src)]), "--report", "in.tif")
     assert src.read_bytes() == before and not out.exists()
 
 
 @pytest.mark.parametrize("where", ["dst", "mask", "model-dir"])
-def test_slices_outputs_clash_with_nothing(tmp_path, where):
+def test_slices_outputs_clash_with_nothing(assert_refused, tmp_path, where):
     src = _vol(tmp_path / "in.tif")
     mask = _vol(tmp_path / "mask.tif")
     model = tmp_path / "model"
@@ -123,16 +114,16 @@ def test_slices_outputs_clash_with_nothing(tmp_path, where):
     before = _snapshot(tmp_path)
     args = ["slices", str(src), str(out), "--missing", "3", "--method", "linear", "--overwrite"]
     args += ["--mask", str(mask), "--model-dir", str(model), "--report", str(report)]
-    _assert_refused(runner.invoke(app, args), "--report")
+    assert_refused(runner.invoke(app, args), "--report")
     assert _snapshot(tmp_path) == before
 
 
-def test_iso_output_is_never_its_config_or_inside_its_skeleton(tmp_path):
+def test_iso_output_is_never_its_config_or_inside_its_skeleton(assert_refused, tmp_path):
     src = _vol(tmp_path / "in.tif")
     config = tmp_path / "cubic.h5"  # a config named like a volume
     config.write_text("method: cubic\n")
     args = ["iso", str(src), str(config), "--factor", "4", "--config", str(config), "--overwrite"]
-    _assert_refused(runner.invoke(app, args), "--config")
+    assert_refused(runner.invoke(app, args), "--config")
     assert config.read_text() == "method: cubic\n"
 
     skeleton = tmp_path / "skeleton"
@@ -140,17 +131,17 @@ def test_iso_output_is_never_its_config_or_inside_its_skeleton(tmp_path):
     (skeleton / "weights.pt").write_bytes(b"weights")
     out = skeleton / "iso.tif"
     args = ["iso", str(src), str(out), "--factor", "4", "--method", "skelem"]
-    _assert_refused(runner.invoke(app, [*args, "--skeleton", str(skeleton)]), "--skeleton")
+    assert_refused(runner.invoke(app, [*args, "--skeleton", str(skeleton)]), "--skeleton")
     assert not out.exists()
 
 
-def test_predict_output_is_never_inside_the_model_folder(tmp_path):
+def test_predict_output_is_never_inside_the_model_folder(assert_refused, tmp_path):
     src = _vol(tmp_path / "in.tif")
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"method": "cubic", "scale_factor": 4}))
     out = model / "restored.tif"
-    _assert_refused(runner.invoke(app, ["predict", str(model), str(src), str(out)]), "model")
+    assert_refused(runner.invoke(app, ["predict", str(model), str(src), str(out)]), "model")
     assert sorted(p.name for p in model.iterdir()) == ["config.json"]
 
 
@@ -196,18 +187,20 @@ def _train(src: Path, out: Path, *flags: str):
     return runner.invoke(app, ["train", "skeleton", str(src), "-k", "4", "--out", str(out), *flags])
 
 
-def test_train_refuses_an_existing_model_or_file_without_overwrite(tmp_path, fake_training):
+def test_train_refuses_an_existing_model_or_file_without_overwrite(
+    assert_refused, tmp_path, fake_training
+):
     src = _vol(tmp_path / "in.tif")
     model = tmp_path / "model"
     old = _old_model(model)
-    _assert_refused(_train(src, model), "model", "--overwrite")
+    assert_refused(_train(src, model), "model", "--overwrite")
     assert _snapshot(model) == old
-    _assert_refused(_train(src, model, "--resume"), "no checkpoints", "--overwrite")
+    assert_refused(_train(src, model, "--resume"), "no checkpoints", "--overwrite")
     assert _snapshot(model) == old and not fake_training["calls"]
 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    _assert_refused(_train(src, a_file), "is a file", "--overwrite")
+    assert_refused(_train(src, a_file), "is a file", "--overwrite")
     assert a_file.read_text() == "mine"
 
 
@@ -254,12 +247,12 @@ def test_train_overwrite_alone_starts_afresh(tmp_path, fake_training):
     assert not (tmp_path / ".model.partial").exists()
 
 
-def test_train_resume_continues_in_its_own_folder(tmp_path, fake_training):
+def test_train_resume_continues_in_its_own_folder(assert_refused, tmp_path, fake_training):
     src = _vol(tmp_path / "in.tif")
     model = tmp_path / "model"
     fake_training["fail"] = True
     assert "training died" in str(_train(src, model).exception)
-    _assert_refused(_train(src, model), "--resume", "--overwrite")  # advice names both
+    assert_refused(_train(src, model), "--resume", "--overwrite")  # advice names both
 
     fake_training["fail"] = False
     result = _train(src, model, "--resume")
@@ -268,23 +261,23 @@ def test_train_resume_continues_in_its_own_folder(tmp_path, fake_training):
     assert (model / "weights.pt").read_bytes() == b"new model"
 
 
-def test_train_never_overwrites_its_input(tmp_path, fake_training):
+def test_train_never_overwrites_its_input(assert_refused, tmp_path, fake_training):
     model = tmp_path / "model"
     model.mkdir()
     src = _vol(model / "in.tif")
     before = src.read_bytes()
-    _assert_refused(_train(src, model, "--overwrite"), "--out", "in.tif")
+    assert_refused(_train(src, model, "--overwrite"), "--out", "in.tif")
     assert src.read_bytes() == before and not fake_training["calls"]
 
 
 def test_train_lateral_refuses_an_existing_model_and_replaces_it_atomically(
-    tmp_path, fake_training
+    assert_refused, tmp_path, fake_training
 ):
     hr = _vol(tmp_path / "hr.tif", shape=(2, 32, 32))
     model = tmp_path / "lateral"
     old = _old_model(model)
     args = ["train", "lateral", "--hr", str(hr), "--factor", "2", "--out", str(model)]
-    _assert_refused(runner.invoke(app, args), "lateral", "--overwrite")
+    assert_refused(runner.invoke(app, args), "lateral", "--overwrite")
     fake_training["fail"] = True
     assert "training died" in str(runner.invoke(app, [*args, "--overwrite"]).exception)
     assert _snapshot(model) == old
@@ -293,4 +286,4 @@ def test_train_lateral_refuses_an_existing_model_and_replaces_it_atomically(
     result = runner.invoke(app, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert (model / "weights.pt").read_bytes() == b"new model"
-    _assert_refused(runner.invoke(app, [*args[:-2], "--out", str(hr), "--overwrite"]), "--hr")
+    assert_refused(runner.invoke(app, [*args[:-2], "--out", str(hr), "--overwrite"]), "--hr")
