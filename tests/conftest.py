@@ -76,3 +76,11 @@ def fail_replace_to(monkeypatch):
         monkeypatch.setattr(os, "replace", fake)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def segmenter():
+    """The shipped learned segmenter (its weights are part of the package)."""
+    from vemrestore.metrics import load_segmenter
+
+    return load_segmenter()

@@ -9,8 +9,8 @@ from vemrestore.errors import UserInputError
 def test_real_medulla_orders_cubic_over_linear_over_nearest(real_path):
     results = run_axial_benchmark(
         [real_path("medulla_sample2")], factors=[4, 8], methods=["nearest", "linear", "cubic"]
-    )
-    psnr = {(r.factor, r.method): r.psnr for r in results}
+    ).results
+    psnr = {(r.factor, r.method): r.scores["psnr"] for r in results}
     for k in (4.0, 8.0):
         assert psnr[(k, "cubic")] > psnr[(k, "linear")] > psnr[(k, "nearest")]
     # The reference protocol (box profile, true centres, 2k trim) gives
@@ -18,10 +18,10 @@ def test_real_medulla_orders_cubic_over_linear_over_nearest(real_path):
     assert psnr[(8.0, "cubic")] == pytest.approx(26.3, abs=0.4)
     assert psnr[(4.0, "cubic")] == pytest.approx(30.9, abs=0.4)
     for r in results:
-        assert r.consistency_psnr > 30  # interpolators roughly reproduce the sections
+        assert r.scores["consistency_psnr"] > 30  # interpolators roughly reproduce the sections
     # Axial FRC against the truth resolves about one section thickness; cubic keeps
     # more axial information than nearest.
-    frc = {(r.factor, r.method): r.frc_xz_nm for r in results}
+    frc = {(r.factor, r.method): r.scores["frc_xz_nm"] for r in results}
     for k in (4.0, 8.0):
         assert frc[(k, "cubic")] < frc[(k, "nearest")]
         assert 10 * k < frc[(k, "cubic")] < 20 * k
@@ -29,7 +29,7 @@ def test_real_medulla_orders_cubic_over_linear_over_nearest(real_path):
 
 def test_phantom_keeps_outputs_and_scores_every_method():
     truth = em_phantom((64, 32, 32), num_cells=15, rng=3)
-    rows, outputs = benchmark_volume(
+    report = benchmark_volume(
         truth,
         dataset="phantom",
         voxel_size=(10, 10, 10),
@@ -37,12 +37,15 @@ def test_phantom_keeps_outputs_and_scores_every_method():
         methods=["nearest", "cubic"],
         keep_outputs=True,
     )
+    rows, outputs = report.results, report.outputs
     assert [r.method for r in rows] == ["nearest", "cubic"]
     assert outputs[(4.0, "input")].shape == (16, 32, 32)
     assert outputs[(4.0, "cubic")].shape == (64, 32, 32)
-    assert all(np.isfinite([r.psnr, r.ssim, r.frc_xz_nm]).all() for r in rows)
-    assert rows[0].consistency_psnr == np.inf  # nearest copies the sections: exactly consistent
-    assert 30 < rows[1].consistency_psnr < np.inf
+    for r in rows:
+        assert np.isfinite([r.scores["psnr"], r.scores["ssim"], r.scores["frc_xz_nm"]]).all()
+    # nearest copies the sections: exactly consistent
+    assert rows[0].scores["consistency_psnr"] == np.inf
+    assert 30 < rows[1].scores["consistency_psnr"] < np.inf
 
 
 def test_too_short_volume_is_a_user_error():

@@ -22,7 +22,8 @@ def fake_bench(monkeypatch):
 
     def run(data, **kwargs):
         calls.append({"data": list(data), **kwargs})
-        return [bench.AxialResult("d/v", "cubic", 4.0, 30.0, 0.9, 40.0, 50.0, 0.1, 0.0, 9.0)]
+        row = bench.AxialResult("d/v", "cubic", 4.0, 0.1, 0.0, 9.0, {"psnr": 30.0, "ssim": 0.9})
+        return bench.AxialReport(results=[row])
 
     monkeypatch.setattr(bench, "run_axial_benchmark", run)
     return calls
@@ -85,7 +86,10 @@ def test_the_other_options_and_defaults(fake_bench, volumes):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        ([], ("missing option", "--data", "vemrestore bench --help")),
+        ([], ("either --data", "--no-reference")),
+        (["--data", "V", "--no-reference", "W"], ("either --data", "--no-reference")),
+        (["--data", "V", "--metrics", "psnr,beauty"], ("--metrics", "'beauty'", "all")),
+        (["--no-reference", "V", "--factors", "4", "8"], ("--no-reference", "one factor")),
         (["--data", "V", "--factors", "4", "abc"], ("--factors", "'abc'", "not a number")),
         (["--data", "V", "--factors", "1"], ("--factors", "> 1")),
         (["--data", "V", "--methods", ","], ("--methods", "at least one")),

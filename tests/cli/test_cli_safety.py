@@ -47,7 +47,8 @@ def fake_bench(monkeypatch):
 
     def run(data, **kwargs):
         calls.append(data)
-        return [bench.AxialResult("d/v", "cubic", 4.0, 30.0, 0.9, 40.0, 50.0, 0.1, 0.0, 9.0)]
+        row = bench.AxialResult("d/v", "cubic", 4.0, 0.1, 0.0, 9.0, {"psnr": 30.0, "ssim": 0.9})
+        return bench.AxialReport(results=[row])
 
     monkeypatch.setattr(bench, "run_axial_benchmark", run)
     return calls

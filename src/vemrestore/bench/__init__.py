@@ -13,6 +13,7 @@ from vemrestore.bench.phantom import em_phantom
 _LAZY = {
     name: "vemrestore.bench._axial"
     for name in (
+        "AxialReport",
         "AxialResult",
         "benchmark_volume",
         "format_table",
@@ -20,6 +21,9 @@ _LAZY = {
         "save_results",
         "score_restoration",
     )
+} | {
+    name: "vemrestore.bench._scores"
+    for name in ("DEFAULT_METRICS", "METRIC_GROUPS", "AxialScorer", "parse_metrics")
 }
 
 __all__ = ["data_root", "em_phantom", "provenance", "real_dataset", *_LAZY]

@@ -10,43 +10,44 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vemrestore.bench._scores import DEFAULT_METRICS, AxialScorer
 from vemrestore.degrade import AxialSectioning
 from vemrestore.errors import UserInputError
 from vemrestore.io import Volume, check_finite, open_volume
 from vemrestore.methods import get_method, method_config_class
-from vemrestore.metrics import (
-    data_consistency_psnr,
-    peak_signal_noise_ratio,
-    plane_frc_resolution,
-    structural_similarity,
-)
 
 log = logging.getLogger(__name__)
 
-AXIAL_SECTOR_DEG = 30.0
-MIN_SCORED_SLICES = 16  # SSIM's 11-voxel window and FRC's 16-pixel planes fit
+TRUTH_ROW = "truth"  # the ground truth scored like a method: the ceiling of every measure
 
 
 @dataclass
 class AxialResult:
-    """One row of the axial benchmark (one dataset, factor and method)."""
+    """One row of the axial benchmark (one dataset, factor and method).
+
+    ``scores`` holds the measures of the chosen metric groups, by their JSON
+    key (``psnr``, ``ssim``, ``frc_xz_nm``, ``consistency_psnr``, ``seg_vi``,
+    ``feature_kid``, ...).
+    """
 
     dataset: str
     method: str
     factor: float
-    psnr: float
-    ssim: float
-    frc_xz_nm: float
-    consistency_psnr: float
     seconds: float
     fit_seconds: float
     mvox_per_s: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat JSON row: the fields, then the scores."""
+        row = {k: v for k, v in asdict(self).items() if k != "scores"}
+        return row | self.scores
 
 
 def _data_range(truth: np.ndarray, dtype: np.dtype) -> float:
@@ -64,7 +65,7 @@ def score_restoration(
     voxel_size_nm: float,
     data_range: float,
 ) -> dict[str, float]:
-    """Scores of a z-restoration on the region trimmed by 2k slices at each z end.
+    """The default scores of a z-restoration on the region trimmed by 2k slices at each z end.
 
     ``frc_xz_nm`` is the axial resolution against the truth: the FRC between
     restored and true XZ planes, counting only frequencies within
@@ -74,30 +75,38 @@ def score_restoration(
 
     ``truth`` and ``restored`` are on the fine grid (same shape); ``sections``
     is what the method saw. Consistency re-applies ``sectioning`` to the whole
-    restoration and compares with ``sections``.
+    restoration and compares with ``sections``. See `AxialScorer` for the
+    segmentation and perceptual groups.
     """
-    if truth.shape != restored.shape:
-        raise UserInputError(f"restored shape {restored.shape} differs from truth {truth.shape}")
-    trim = int(np.ceil(2 * sectioning.scale_factor))
-    if truth.shape[0] - 2 * trim < MIN_SCORED_SLICES:
-        raise UserInputError(
-            f"volume has {truth.shape[0]} slices, too few to trim {trim} at each end and keep "
-            f"{MIN_SCORED_SLICES} for factor {sectioning.scale_factor:g} "
-            "(use a taller volume or a smaller factor)"
-        )
-    region = slice(trim, truth.shape[0] - trim)
-    t, r = truth[region], restored[region]
-    vs = (voxel_size_nm,) * 3
-    return {
-        "psnr": peak_signal_noise_ratio(t, r, data_range=data_range),
-        "ssim": structural_similarity(t, r, data_range=data_range),
-        "frc_xz_nm": plane_frc_resolution(
-            r, orientation="xz", voxel_size=vs, reference=t, sector_deg=AXIAL_SECTOR_DEG
-        ).resolution_nm,
-        "consistency_psnr": data_consistency_psnr(
-            sections, restored, sectioning, data_range=data_range
-        ),
-    }
+    scorer = AxialScorer(
+        truth,
+        sections,
+        sectioning,
+        voxel_size_nm=voxel_size_nm,
+        data_range=data_range,
+    )
+    return scorer.score(restored)[0]
+
+
+@dataclass
+class AxialReport:
+    """What an axial benchmark run produced.
+
+    Attributes
+    ----------
+    results : list of AxialResult
+        One row per dataset, factor and method (plus a ``truth`` row per factor
+        when segmentation or perceptual measures are on).
+    figures : list of dict
+        With ``figures=True``: one entry per dataset and factor for the report.
+    outputs : dict
+        With ``keep_outputs=True``: the sections (key ``(k, "input")``) and
+        each restoration (key ``(k, method)``).
+    """
+
+    results: list[AxialResult] = field(default_factory=list)
+    figures: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[tuple[float, str], np.ndarray] = field(default_factory=dict)
 
 
 def run_axial_benchmark(
@@ -107,7 +116,11 @@ def run_axial_benchmark(
     methods: Sequence[str],
     profile: str = "box",
     method_options: dict[str, dict[str, Any]] | None = None,
-) -> list[AxialResult]:
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    labels: Sequence[str | Path | None] | None = None,
+    segmenter: Any = "learned",
+    figures: bool = False,
+) -> AxialReport:
     """Degrade each isotropic volume by each factor, restore with each method, score.
 
     Parameters
@@ -122,18 +135,39 @@ def run_axial_benchmark(
         Slice profile of the simulated sections.
     method_options : dict, optional
         Extra config options per method name (e.g. ``{"skeleton": {"train": {...}}}``).
+    metrics : sequence of str
+        Metric groups (`vemrestore.bench.METRIC_GROUPS`); the cheap ones by default.
+    labels : sequence of path or None, optional
+        Ground-truth segmentation of each ``data`` volume (same shape), for ``seg``.
+    segmenter : {"learned", "classical"} or Segmenter
+        Segmenter of the ``seg`` and ``perceptual`` groups.
+    figures : bool
+        Keep crops, curves and labels for the report.
 
     Returns
     -------
-    list of AxialResult
+    AxialReport
     """
     for name in methods:
         get_method(name)  # fail on a typo before any work
-    results = []
-    for path in data:
+    label_paths = list(labels) if labels is not None else [None] * len(data)
+    if len(label_paths) != len(data):
+        raise UserInputError(
+            f"--labels: {len(label_paths)} given for {len(data)} --data volumes "
+            "(give one per volume, in the same order)"
+        )
+    segmenter = _resolve_segmenter(segmenter, metrics)
+    report = AxialReport()
+    for path, label_path in zip(data, label_paths, strict=True):
         source = open_volume(path)
         check_finite(source)
-        rows, _ = benchmark_volume(
+        truth_labels = None if label_path is None else open_volume(label_path).to_numpy()
+        if truth_labels is not None and truth_labels.shape != source.shape:
+            raise UserInputError(
+                f"--labels {label_path} has shape {truth_labels.shape}, "
+                f"--data {path} has {source.shape}"
+            )
+        part = benchmark_volume(
             source.to_numpy(),
             dataset=f"{Path(str(path)).parent.name}/{Path(str(path)).stem}",
             voxel_size=source.voxel_size,
@@ -141,9 +175,25 @@ def run_axial_benchmark(
             methods=methods,
             profile=profile,
             method_options=method_options,
+            metrics=metrics,
+            labels=truth_labels,
+            segmenter=segmenter,
+            figures=figures,
         )
-        results += rows
-    return results
+        report.results += part.results
+        report.figures += part.figures
+    return report
+
+
+def _resolve_segmenter(segmenter: Any, metrics: Sequence[str]) -> Any:
+    """The segmenter the metrics need (loaded once), or None when none needs it."""
+    if not {"seg", "perceptual"} & set(metrics):
+        return None
+    if isinstance(segmenter, str):
+        from vemrestore.metrics import load_segmenter
+
+        return load_segmenter(segmenter)
+    return segmenter
 
 
 def benchmark_volume(
@@ -156,13 +206,14 @@ def benchmark_volume(
     profile: str = "box",
     method_options: dict[str, dict[str, Any]] | None = None,
     keep_outputs: bool = False,
-) -> tuple[list[AxialResult], dict[tuple[float, str], np.ndarray]]:
-    """Run the protocol on one in-memory isotropic volume.
-
-    Returns the rows and, with ``keep_outputs``, the sections (key ``(k, "input")``)
-    and each restoration (key ``(k, method)``) for figures.
-    """
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    labels: np.ndarray | None = None,
+    segmenter: Any = "learned",
+    figures: bool = False,
+) -> AxialReport:
+    """Run the protocol on one in-memory isotropic volume (see `run_axial_benchmark`)."""
     from vemrestore.engine import predict_array
+    from vemrestore.methods.interpolate import upsample_axial
 
     options = method_options or {}
     vz, vy, vx = voxel_size
@@ -170,25 +221,50 @@ def benchmark_volume(
         log.warning(
             "%s has voxel size %s; the protocol expects isotropic data", dataset, voxel_size
         )
+    segmenter = _resolve_segmenter(segmenter, metrics)
     data_range = _data_range(truth, truth.dtype)
     truth_full = truth.astype(np.float32)
-    results, outputs = [], {}
+    report = AxialReport()
+    with_truth_row = bool({"seg", "perceptual"} & set(metrics))
     for factor in factors:
         sectioning = AxialSectioning(factor, profile=profile)  # type: ignore[arg-type]
         sections, info = sectioning.apply(truth_full)
         fine = truth_full[: info.num_fine]
+        scorer = AxialScorer(
+            fine,
+            sections,
+            sectioning,
+            voxel_size_nm=vy,
+            data_range=data_range,
+            metrics=tuple(metrics),
+            labels=None if labels is None else labels[: info.num_fine],
+            segmenter=segmenter,
+        )
         observed = Volume(sections, voxel_size=(vz * factor, vy, vx), source=dataset)
         if keep_outputs:
-            outputs[(float(factor), "input")] = sections
+            report.outputs[(float(factor), "input")] = sections
+        extras: dict[str, dict[str, Any]] = {}
+        restorations = {"input": upsample_axial(sections, factor, kind="nearest")[: info.num_fine]}
+        if with_truth_row:
+            log.info("%s x%g: scoring the truth itself (the ceiling)", dataset, factor)
+            scores, extras[TRUTH_ROW] = scorer.score(fine)
+            report.results.append(AxialResult(dataset, TRUTH_ROW, float(factor), 0, 0, 0, scores))
         for name in methods:
+            log.info("%s x%g: restoring with %s", dataset, factor, name)
             method = _build(name, factor, profile, options.get(name, {}))
             start = time.perf_counter()
             method.fit(observed)
             fitted = time.perf_counter()
             restored = predict_array(method, sections)
             done = time.perf_counter()
-            scores = score_restoration(
-                fine, restored, sections, sectioning, voxel_size_nm=vy, data_range=data_range
+            scores, extras[name] = scorer.score(restored)
+            log.info(
+                "%s x%g %s: %.1f s to restore, %.1f s to score",
+                dataset,
+                factor,
+                name,
+                done - start,
+                time.perf_counter() - done,
             )
             row = AxialResult(
                 dataset=dataset,
@@ -197,13 +273,46 @@ def benchmark_volume(
                 seconds=done - start,
                 fit_seconds=fitted - start,
                 mvox_per_s=restored.size / 1e6 / max(done - fitted, 1e-9),
-                **scores,
+                scores=scores,
             )
-            log.info("%s", row)
-            results.append(row)
+            report.results.append(row)
+            restorations[name] = restored
             if keep_outputs:
-                outputs[(float(factor), name)] = restored
-    return results, outputs
+                report.outputs[(float(factor), name)] = restored
+        if figures:
+            report.figures.append(_figure(dataset, factor, scorer, fine, restorations, extras))
+    return report
+
+
+def _figure(
+    dataset: str,
+    factor: float,
+    scorer: AxialScorer,
+    fine: np.ndarray,
+    restorations: dict[str, np.ndarray],
+    extras: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    from vemrestore.bench._figures import axial_figure
+    from vemrestore.bench._scores import xz_planes
+    from vemrestore.metrics import radial_power_spectrum
+
+    region = scorer.region
+    volumes = {TRUTH_ROW: fine[region]} | {n: v[region] for n, v in restorations.items()}
+    segmentations = {n: e["segmentation"] for n, e in extras.items() if "segmentation" in e}
+    spectra = {n: e["spectrum"] for n, e in extras.items() if "spectrum" in e}
+    if spectra and TRUTH_ROW not in spectra:
+        frequency, log_power = radial_power_spectrum(
+            xz_planes(fine[region]), voxel_size=scorer.voxel_size_nm
+        )
+        spectra[TRUTH_ROW] = {"frequency": frequency.tolist(), "log_power": log_power.tolist()}
+    return axial_figure(
+        dataset=dataset,
+        factor=factor,
+        volumes=volumes,
+        segmentations=segmentations,
+        frc={n: e["frc"] for n, e in extras.items() if "frc" in e and n != TRUTH_ROW},
+        spectra=spectra,
+    )
 
 
 def _build(name: str, factor: float, profile: str, extra: dict[str, Any]):
@@ -215,19 +324,35 @@ def _build(name: str, factor: float, profile: str, extra: dict[str, Any]):
     return configure(name, factor=factor, **options)
 
 
+_COLUMNS = {  # JSON key -> (column title, format)
+    "psnr": ("PSNR (dB)", ".2f"),
+    "ssim": ("SSIM", ".4f"),
+    "frc_xz_nm": ("XZ FRC vs truth (nm)", ".1f"),
+    "consistency_psnr": ("consistency PSNR (dB)", ".1f"),
+    "seg_vi_split": ("VI split", ".3f"),
+    "seg_vi_merge": ("VI merge", ".3f"),
+    "seg_arand": ("ARAND", ".3f"),
+    "feature_kid": ("feature KID", ".4f"),
+    "ms_ssim_xz": ("MS-SSIM XZ", ".4f"),
+    "spectrum_log_error": ("XZ spectrum error (dec)", ".3f"),
+    "z_hf_ratio": ("z HF power ratio", ".2f"),
+    "frc_single_xy_nm": ("XY FRC (nm)", ".1f"),
+    "frc_single_xz_nm": ("XZ FRC (nm)", ".1f"),
+    "frc_single_yz_nm": ("YZ FRC (nm)", ".1f"),
+}
+
+
 def format_table(results: Sequence[AxialResult]) -> str:
-    """Markdown table of the results."""
-    header = (
-        "| dataset | method | factor | PSNR (dB) | SSIM | XZ FRC vs truth (nm) "
-        "| consistency PSNR (dB) | seconds | output Mvox/s |"
-    )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    """Markdown table of the results: the measures present in any row, then timing."""
+    keys = [k for k in _COLUMNS if any(k in r.scores for r in results)]
+    titles = ["dataset", "method", "factor", *(_COLUMNS[k][0] for k in keys)]
+    titles += ["seconds", "output Mvox/s"]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for r in results:
-        lines.append(
-            f"| {r.dataset} | {r.method} | {r.factor:g} | {r.psnr:.2f} | {r.ssim:.4f} | "
-            f"{r.frc_xz_nm:.1f} | {r.consistency_psnr:.1f} | "
-            f"{r.seconds:.2f} | {r.mvox_per_s:.2f} |"
-        )
+        cells = [r.dataset, r.method, f"{r.factor:g}"]
+        cells += [format(r.scores[k], _COLUMNS[k][1]) if k in r.scores else "" for k in keys]
+        cells += [f"{r.seconds:.2f}", f"{r.mvox_per_s:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -244,8 +369,11 @@ def save_results(
     provenance: dict[str, Any],
     *,
     overwrite: bool = False,
+    figures: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write ``{"results": [...], "command", "machine", "commit"}``; inf is written as "inf".
+    """Write ``{"results": [...], "command", "machine", "commit", "figures"}``.
+
+    Non-finite numbers are written as strings ("inf", "nan"): strict JSON has none.
 
     The file appears complete or not at all (`atomic_output`); a missing
     folder is created, an existing file replaced only with ``overwrite``.
@@ -254,8 +382,10 @@ def save_results(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{k: _json_number(v) for k, v in asdict(r).items()} for r in results]
+    rows = [{k: _json_number(v) for k, v in r.as_row().items()} for r in results]
     payload = {"results": rows, **provenance}
+    if figures:
+        payload["figures"] = list(figures)
     text = json.dumps(payload, indent=2, allow_nan=False)
     with atomic_output(path, overwrite=overwrite) as partial:
         partial.write_text(text)

@@ -18,6 +18,7 @@ from vemrestore.cli._options import (
     parse_block,
     parse_voxel_size,
 )
+from vemrestore.cli._report import report
 from vemrestore.errors import UserInputError
 
 __all__ = ["app", "main"]
@@ -93,14 +94,16 @@ def _configure(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # What the facade says to the user (resuming, keeping outputs): plain lines on stderr.
-    facade = logging.getLogger("vemrestore.api")
-    if not facade.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        facade.addHandler(handler)
-    facade.setLevel(logging.INFO)
-    facade.propagate = False
+    # What the facade and the bench say to the user (resuming, keeping outputs, progress):
+    # plain lines on stderr.
+    for name in ("vemrestore.api", "vemrestore.bench"):
+        facade = logging.getLogger(name)
+        if not facade.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            facade.addHandler(handler)
+        facade.setLevel(logging.INFO)
+        facade.propagate = False
 
 
 @app.command()
@@ -630,6 +633,7 @@ def demo(
 
 
 app.command()(export)
+app.command()(report)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ __all__ = ["bench_app", "run_bench_command", "spread_values"]
 
 PROG = "vemrestore bench"
 # Options that take several values; the others take one.
-MULTI_VALUE_OPTIONS = ("--data", "--factors", "--methods")
+MULTI_VALUE_OPTIONS = ("--data", "--factors", "--methods", "--metrics", "--labels")
 PROFILES = ("box", "gaussian")
 
 bench_app = typer.Typer(
@@ -102,14 +102,15 @@ def _method_options(text: str | None) -> dict | None:
     return options
 
 
-def _check_json_path(path: Path | None, data: list[str], *, overwrite: bool) -> None:
-    """Refuse a --json that is a --data volume, or exists without --overwrite, before the run."""
+def _check_json_path(path: Path | None, inputs: dict[str, list[str]], *, overwrite: bool) -> None:
+    """Refuse a --json that is an input volume, or exists without --overwrite, before the run."""
     from vemrestore.io import check_output_path, refuse_outputs_over_inputs
 
     if path is None:
         return
-    for volume in data:
-        refuse_outputs_over_inputs({"--json": path}, {"--data": volume})
+    for option, volumes in inputs.items():
+        for volume in volumes:
+            refuse_outputs_over_inputs({"--json": path}, {option: volume})
     if path.parent.is_dir():  # save_results creates a missing folder
         check_output_path(path, overwrite=overwrite)
 
@@ -118,13 +119,22 @@ def _check_json_path(path: Path | None, data: list[str], *, overwrite: bool) -> 
 def bench(
     ctx: typer.Context,
     data: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--data",
             metavar="PATH",
             help="Isotropic ground-truth volumes: --data A.tif B.tif, or --data repeated.",
         ),
-    ],
+    ] = None,
+    no_reference: Annotated[
+        str | None,
+        typer.Option(
+            "--no-reference",
+            metavar="VOL",
+            help="Instead of --data: a real anisotropic volume; restored XZ/YZ planes are "
+            "compared with its own XY planes (factor: its z/x voxel size, or --factors K).",
+        ),
+    ] = None,
     factors: Annotated[
         list[str] | None,
         typer.Option(
@@ -139,6 +149,29 @@ def bench(
             help="Methods, e.g. --methods nearest,cubic (default nearest,linear,cubic).",
         ),
     ] = None,
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metrics",
+            metavar="GROUPS",
+            help="Measures: psnr,ssim,frc,consistency (default), seg, perceptual, or all.",
+        ),
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--labels",
+            metavar="PATH",
+            help="Ground-truth segmentation of each --data volume, for --metrics seg "
+            "(without: scored against the segmentation of the true image).",
+        ),
+    ] = None,
+    segmenter: Annotated[
+        str,
+        typer.Option(
+            help="Segmenter of the seg measures: learned (shipped weights) or classical.",
+        ),
+    ] = "learned",
     profile: Annotated[str, typer.Option(help="Slice profile: box or gaussian.")] = "box",
     options: Annotated[
         str | None,
@@ -162,27 +195,74 @@ def bench(
 
     Each volume is cut into thick sections of k slices (the forward model),
     restored with each method, and all are scored on the same region
-    (trimmed by 2k slices at each z end). Prints a Markdown table.
+    (trimmed by 2k slices at each z end). Prints a Markdown table; --json
+    also keeps crops and curves for `vemrestore report`. With --no-reference,
+    a real anisotropic volume is restored and its isotropy scored instead.
     """
-    from vemrestore.bench import format_table, provenance, run_axial_benchmark, save_results
+    from vemrestore.bench import (
+        format_table,
+        parse_metrics,
+        provenance,
+        run_axial_benchmark,
+        save_results,
+    )
 
     if profile not in PROFILES:
         raise UserInputError(f"--profile must be box or gaussian, got {profile!r}")
-    factor_values = _factors(factors or ["4", "8"])
+    if (data is None) == (no_reference is None):
+        raise UserInputError("give either --data (ground-truth volumes) or --no-reference VOL")
     names = _split(methods or ["nearest,linear,cubic"], "--methods")
     method_options = _method_options(options)
-    _check_json_path(json_path, data, overwrite=overwrite)
-    results = run_axial_benchmark(
-        data,
-        factors=factor_values,
-        methods=names,
-        profile=profile,
-        method_options=method_options,
-    )
-    print(format_table(results))
+    groups = parse_metrics(_split(metrics or ["psnr,ssim,frc,consistency"], "--metrics"))
+    inputs = {"--data": data or [], "--no-reference": [no_reference] if no_reference else []}
+    inputs["--labels"] = labels or []
+    _check_json_path(json_path, inputs, overwrite=overwrite)
+    if no_reference is not None:
+        report = _isotropy(no_reference, factors, names, method_options, segmenter)
+    else:
+        report = run_axial_benchmark(
+            data,
+            factors=_factors(factors or ["4", "8"]),
+            methods=names,
+            profile=profile,
+            method_options=method_options,
+            metrics=groups,
+            labels=labels,
+            segmenter=segmenter,
+            figures=json_path is not None,
+        )
+    print(format_table(report.results))
     if json_path is not None:
-        path = save_results(results, json_path, provenance(ctx.obj["command"]), overwrite=overwrite)
+        path = save_results(
+            report.results,
+            json_path,
+            provenance(ctx.obj["command"]),
+            overwrite=overwrite,
+            figures=report.figures,
+        )
         print(f"saved {path}", file=sys.stderr)
+
+
+def _isotropy(
+    path: str,
+    factors: list[str] | None,
+    methods: list[str],
+    method_options: dict | None,
+    segmenter: str,
+):
+    """The no-reference (isotropy) benchmark of one real anisotropic volume."""
+    from vemrestore.bench._noref import run_isotropy_benchmark
+
+    factor_values = _factors(factors) if factors else [None]
+    if len(factor_values) != 1:
+        raise UserInputError("--no-reference takes one factor (--factors K)")
+    return run_isotropy_benchmark(
+        path,
+        methods=methods,
+        factor=factor_values[0],
+        method_options=method_options,
+        segmenter=segmenter,
+    )
 
 
 def run_bench_command(argv: list[str]) -> None:

@@ -1,10 +1,19 @@
-"""Scores for restored volumes: PSNR, SSIM, Fourier ring correlation, data consistency,
-segmentation agreement (VI, adapted Rand, boundary F1) and power spectra.
+"""Scores for restored volumes: PSNR, SSIM/MS-SSIM, Fourier ring correlation, data
+consistency, segmentation agreement (VI, adapted Rand, boundary F1) with the
+project's boundary segmenter, feature distances (KID, Frechet) and power spectra.
 
-NumPy, SciPy and scikit-image only: importing this package never imports torch.
+Importing this package never imports torch: the learned segmenter and MS-SSIM
+import it when they are used.
 """
 
 from vemrestore.metrics._consistency import data_consistency_psnr
+from vemrestore.metrics._features import (
+    FeatureExtractor,
+    feature_kid,
+    frechet_distance,
+    kernel_inception_distance,
+    multiscale_ssim,
+)
 from vemrestore.metrics._frc import (
     FRCCurve,
     FRCResolution,
@@ -25,19 +34,34 @@ from vemrestore.metrics._segmentation import (
     threshold_segmentation,
     variation_of_information,
 )
+from vemrestore.metrics._segmenter import (
+    SEGMENTER_KINDS,
+    Segmenter,
+    load_segmenter,
+    plane_tiles,
+)
 from vemrestore.metrics._spectrum import radial_power_spectrum, spectrum_log_error, z_hf_ratio
 
 __all__ = [
+    "SEGMENTER_KINDS",
     "FRCCurve",
     "FRCResolution",
+    "FeatureExtractor",
+    "Segmenter",
     "adapted_rand_error",
     "boundary_f1",
     "data_consistency_psnr",
+    "feature_kid",
     "fourier_ring_correlation",
     "frc_resolution",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "load_segmenter",
+    "multiscale_ssim",
     "orientation_scores",
     "peak_signal_noise_ratio",
     "plane_frc_resolution",
+    "plane_tiles",
     "radial_power_spectrum",
     "seeded_watershed",
     "single_image_frc",

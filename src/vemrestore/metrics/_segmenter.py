@@ -1,0 +1,273 @@
+"""The project's boundary segmenter: shipped weights, boundary maps, segments, features.
+
+The weights live in ``vemrestore/weights/segmenter.pt`` with their record
+``segmenter.json`` (training data, steps, wall time, machine, commit, SHA-256
+digest, the watershed parameters chosen on the training data, and the command
+that retrains them). Torch is imported only when a learned segmenter is used.
+
+A missing or damaged weights file is an error naming the file and the fix,
+never a silent switch to the classical segmenter: that one is used only when
+asked for (``load_segmenter("classical")``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from vemrestore.errors import UserInputError
+from vemrestore.metrics._segmentation import seeded_watershed, threshold_segmentation
+from vemrestore.normalize import PercentileNormalization
+
+__all__ = [
+    "RETRAIN_COMMAND",
+    "SEGMENTER_KINDS",
+    "Segmenter",
+    "default_weights_path",
+    "load_segmenter",
+    "plane_tiles",
+]
+
+RETRAIN_COMMAND = "python benchmarks/train_segmenter.py --out src/vemrestore/weights"
+SEGMENTER_KINDS = ("learned", "classical")
+Mode = Literal["3d", "2d"]
+# The classical fallback: a membrane is darker than this fraction of the robust range.
+_CLASSICAL_THRESHOLD = 0.35
+_CLASSICAL_SIGMA = 1.0
+_PLANES_PER_CALL = 16
+# The axis each plane orientation is perpendicular to, in (Z, Y, X).
+PLANE_AXES = {"xy": 0, "xz": 1, "yz": 2}
+ALL_PLANES = ("xy", "xz", "yz")
+
+
+def default_weights_path() -> Path:
+    """Where the shipped segmenter weights are (inside the installed package)."""
+    return Path(str(resources.files("vemrestore") / "weights" / "segmenter.pt"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(weights: Path) -> dict[str, Any]:
+    record_path = weights.with_suffix(".json")
+    fix = f"reinstall vemrestore or retrain with `{RETRAIN_COMMAND}`"
+    if not weights.is_file():
+        raise UserInputError(
+            f"segmenter weights not found at {weights}: {fix} "
+            "(or choose the classical segmenter explicitly)"
+        )
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserInputError(
+            f"segmenter record {record_path} is missing or unreadable ({error}); {fix}"
+        ) from None
+    digest = _sha256(weights)
+    if record.get("sha256") != digest:
+        raise UserInputError(
+            f"segmenter weights {weights} do not match the digest in {record_path.name} "
+            f"(file {digest[:12]}, record {str(record.get('sha256'))[:12]}): the file is "
+            f"damaged or was replaced; {fix}"
+        )
+    return record
+
+
+@dataclass
+class Segmenter:
+    """Boundary maps, segmentations and image features of EM volumes.
+
+    Build with :func:`load_segmenter`. ``kind="classical"`` has no network:
+    its boundary map is the inverted, smoothed intensity and it gives no
+    features.
+
+    Attributes
+    ----------
+    kind : {"learned", "classical"}
+    record : dict
+        The weights record (empty for the classical segmenter).
+    watershed : dict
+        Seeded-watershed parameters per mode (``"3d"``, ``"2d"``).
+    """
+
+    kind: str
+    record: dict[str, Any] = field(default_factory=dict)
+    watershed: dict[str, dict[str, float]] = field(default_factory=dict)
+    network: Any = None
+
+    def boundary_map(
+        self,
+        volume: np.ndarray,
+        *,
+        normalization: PercentileNormalization | None = None,
+        orientations: Sequence[str] = ("xy",),
+    ) -> np.ndarray:
+        """Boundary probability in [0, 1] of a (Z, Y, X) volume, plane by plane.
+
+        The network runs on the planes of each of ``orientations`` (``"xy"``,
+        ``"xz"``, ``"yz"``) and the maps are averaged: all three judge a volume
+        in 3D, so a restoration that is sharp within sections but blocky across
+        them (nearest) is not mistaken for a good one. ``normalization`` scales
+        intensities (default: the volume's own percentiles); pass the
+        reference's to compare restorations fairly.
+        """
+        vol = np.asarray(volume)
+        if vol.ndim != 3:
+            raise UserInputError(f"boundary_map needs a (Z, Y, X) volume, got shape {vol.shape}")
+        unknown = set(orientations) - set(PLANE_AXES)
+        if unknown or not orientations:
+            raise UserInputError(f"orientations must be among xy, xz, yz, got {orientations!r}")
+        norm = normalization or PercentileNormalization.from_data(vol)
+        scaled = norm.apply(vol)
+        if self.kind == "classical":
+            in_plane = {a for o in orientations for a in range(3) if a != PLANE_AXES[o]}
+            sigma = [_CLASSICAL_SIGMA if axis in in_plane else 0.0 for axis in range(3)]
+            return np.clip(1.0 - ndi.gaussian_filter(scaled, sigma), 0.0, 1.0).astype(np.float32)
+        total = np.zeros(scaled.shape, dtype=np.float32)
+        for orientation in orientations:
+            axis = PLANE_AXES[orientation]
+            planes = np.moveaxis(scaled, axis, 0)
+            total += np.moveaxis(np.concatenate(list(self._predict_planes(planes))), 0, axis)
+        return total / len(orientations)
+
+    def _predict_planes(self, scaled: np.ndarray) -> Iterator[np.ndarray]:
+        import torch
+
+        from vemrestore.models import pad_to_multiple
+
+        h, w = scaled.shape[1:]
+        with torch.no_grad():
+            for start in range(0, scaled.shape[0], _PLANES_PER_CALL):
+                x = torch.from_numpy(np.ascontiguousarray(scaled[start : start + _PLANES_PER_CALL]))
+                x = pad_to_multiple(x[:, None], self.network.size_multiple)
+                yield torch.sigmoid(self.network(x))[:, 0, :h, :w].numpy()
+
+    def segment(
+        self,
+        volume: np.ndarray,
+        *,
+        mode: Mode = "3d",
+        normalization: PercentileNormalization | None = None,
+    ) -> np.ndarray:
+        """Label image of ``volume``: 3D seeded watershed, or 2D per plane (``mode="2d"``).
+
+        In 3D the boundary map averages the XY, XZ and YZ planes' maps; in 2D
+        it is the XY planes' (serial sections).
+
+        The classical segmenter labels the connected regions brighter than a
+        threshold (membranes are dark) instead.
+        """
+        bmap = self.boundary_map(
+            volume,
+            normalization=normalization,
+            orientations=ALL_PLANES if mode == "3d" else ("xy",),
+        )
+        if self.kind == "classical":
+            return threshold_segmentation(bmap, threshold=1.0 - _CLASSICAL_THRESHOLD)
+        params = self.watershed[mode]
+        if mode == "3d":
+            return seeded_watershed(bmap, **params)
+        labels = np.zeros(bmap.shape, dtype=np.int32)
+        offset = 0
+        for z, plane in enumerate(bmap):
+            seg = seeded_watershed(plane, **params)
+            labels[z] = np.where(seg > 0, seg + offset, 0)
+            offset = int(labels[z].max(initial=offset))
+        return labels
+
+    def features(
+        self,
+        tiles: np.ndarray,
+        *,
+        normalization: PercentileNormalization,
+    ) -> np.ndarray:
+        """Encoder descriptors of square tiles (N, T, T), shape (N, D), float64."""
+        if self.kind == "classical":
+            raise UserInputError(
+                "feature distances need the learned segmenter (the classical one has no encoder)"
+            )
+        import torch
+
+        scaled = normalization.apply(np.asarray(tiles))
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(scaled), 64):
+                x = torch.from_numpy(np.ascontiguousarray(scaled[start : start + 64]))[:, None]
+                out.append(self.network.features(x).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def load_segmenter(kind: str = "learned", *, weights: str | Path | None = None) -> Segmenter:
+    """The learned segmenter from the shipped (or given) weights, or the classical one.
+
+    Raises
+    ------
+    UserInputError
+        Unknown ``kind``; weights missing, unreadable or not matching their
+        recorded digest (one line naming the file and the retrain command).
+    """
+    if kind not in SEGMENTER_KINDS:
+        raise UserInputError(f"unknown segmenter {kind!r} (choose {', '.join(SEGMENTER_KINDS)})")
+    if kind == "classical":
+        return Segmenter(kind="classical")
+    import torch
+
+    from vemrestore.models.segmenter import BoundaryNet
+    from vemrestore.train import torch_load_reason
+
+    path = Path(weights) if weights is not None else default_weights_path()
+    record = _read_record(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network = BoundaryNet(**record["network"])
+        network.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as error:  # a damaged file or a record for another network
+        raise UserInputError(
+            f"segmenter weights {path} could not be loaded ({torch_load_reason(error)}); "
+            f"retrain with `{RETRAIN_COMMAND}`"
+        ) from None
+    network.eval()
+    return Segmenter(kind="learned", record=record, watershed=record["watershed"], network=network)
+
+
+def plane_tiles(
+    volume: np.ndarray, *, orientation: str, tile: int = 64, max_tiles: int = 512
+) -> np.ndarray:
+    """Non-overlapping square tiles of the XY, XZ or YZ planes of a (Z, Y, X) volume.
+
+    Planes are taken evenly spaced (at most ``max_tiles`` tiles in all),
+    each cut into a grid of ``tile`` x ``tile`` squares. Returns (N, tile, tile).
+    """
+    vol = np.asarray(volume)
+    planes = {"xy": vol, "xz": np.moveaxis(vol, 1, 0), "yz": np.moveaxis(vol, 2, 0)}
+    if orientation not in planes:
+        raise UserInputError(f"orientation must be xy, xz or yz, got {orientation!r}")
+    stack = planes[orientation]
+    rows, cols = stack.shape[1] // tile, stack.shape[2] // tile
+    if rows == 0 or cols == 0:
+        raise UserInputError(
+            f"{orientation.upper()} planes of shape {stack.shape[1:]} are smaller than "
+            f"one {tile}x{tile} tile"
+        )
+    per_plane = rows * cols
+    count = max(1, min(stack.shape[0], max_tiles // per_plane))
+    picks = np.linspace(0, stack.shape[0] - 1, count).round().astype(int)
+    tiles = [
+        stack[p, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
+        for p in picks
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return np.stack(tiles)[:max_tiles]
