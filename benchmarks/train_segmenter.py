@@ -48,7 +48,7 @@ from skimage.segmentation import find_boundaries
 from vemrestore.bench import provenance
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.metrics import seeded_watershed, variation_of_information
-from vemrestore.metrics._segmenter import ALL_PLANES, Segmenter
+from vemrestore.metrics._segmenter import ALL_PLANES, RETRAIN_COMMAND, Segmenter
 from vemrestore.models.segmenter import BoundaryNet
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, fit_model
@@ -133,7 +133,7 @@ def training_stacks() -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
     sections = list(ISBI_TRAIN_SECTIONS)
     isbi = _scaled(_load("isbi_train")[sections])
     membranes = _load("isbi_membranes")[sections] == 0
-    # Two FIB-SEM orientations' worth of ISBI draws, so both modalities weigh about the same.
+    # As many ISBI entries as FIB-SEM ones (three orientations), so both modalities weigh the same.
     stacks += [(isbi, membranes, SSTEM_ZOOM)] * 3
     data = {
         "fibsem": "medulla_fibsem_small/train_raw.tif + train_bodies.tif (XY, XZ, YZ planes)",
@@ -250,17 +250,20 @@ def main() -> None:
         "sha256": digest,
         "data": data,
         "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "train_seconds": round(result.seconds, 1),  # summed over resumed runs
+        "wall_seconds": round(time.perf_counter() - start, 1),  # of this (last) run
         "val_losses": result.val_losses,
-        "train_config": config.model_dump(),
-        "retrain": "python benchmarks/train_segmenter.py --out src/vemrestore/weights",
+        # fit_model runs the loss given to it: binary cross-entropy, not the config's pixel loss.
+        "train_config": config.model_dump() | {"loss": "binary_cross_entropy_with_logits"},
+        "retrain": RETRAIN_COMMAND,
         **provenance(),
     }
     record_partial = weights.with_suffix(".json.partial")
     record_partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, weights)
+    # The record first: a crash in between leaves a record describing the weights to come,
+    # which the digest check then reports, never new weights under an old record.
     os.replace(record_partial, weights.with_suffix(".json"))
+    os.replace(partial, weights)
     print(json.dumps({k: record[k] for k in ("watershed", "steps", "wall_seconds")}, indent=2))
 
 

@@ -123,3 +123,22 @@ def test_features_tell_real_planes_from_noise(real_path, segmenter):
     assert np.linalg.norm(features.mean(0) - noise_features.mean(0)) > 0.1 * np.linalg.norm(
         features.mean(0)
     )
+
+
+def test_plane_tiles_spread_over_planes_larger_than_the_budget():
+    vol = np.arange(4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64)
+    tiles = plane_tiles(vol, orientation="xy", tile=8, max_tiles=16)  # 64 tiles per plane
+    assert len(tiles) == 16
+    planes = {int(t[0, 0]) // (64 * 64) for t in tiles}
+    assert planes == {0, 1, 2, 3}  # not all from the first plane's top rows
+    with pytest.raises(UserInputError, match="positive integer"):
+        plane_tiles(vol, orientation="xy", tile=0)
+
+
+def test_classical_2d_mode_labels_each_plane_apart():
+    vol = np.full((2, 32, 32), 200.0, dtype=np.float32)
+    vol[:, :, 14:17] = 10.0
+    labels = load_segmenter("classical").segment(vol, mode="2d")
+    assert not set(np.unique(labels[0])) - {0} & set(np.unique(labels[1])) - {0}
+    with pytest.raises(UserInputError, match="mode must be"):
+        load_segmenter("classical").segment(vol, mode="2D")

@@ -169,7 +169,7 @@ def run_axial_benchmark(
             )
         part = benchmark_volume(
             source.to_numpy(),
-            dataset=f"{Path(str(path)).parent.name}/{Path(str(path)).stem}",
+            dataset=dataset_name(path),
             voxel_size=source.voxel_size,
             factors=factors,
             methods=methods,
@@ -183,6 +183,11 @@ def run_axial_benchmark(
         report.results += part.results
         report.figures += part.figures
     return report
+
+
+def dataset_name(path: str | Path) -> str:
+    """``folder/stem`` of a volume path: the dataset column of the tables."""
+    return f"{Path(str(path)).parent.name}/{Path(str(path)).stem}"
 
 
 def _resolve_segmenter(segmenter: Any, metrics: Sequence[str]) -> Any:
@@ -244,7 +249,12 @@ def benchmark_volume(
         if keep_outputs:
             report.outputs[(float(factor), "input")] = sections
         extras: dict[str, dict[str, Any]] = {}
-        restorations = {"input": upsample_axial(sections, factor, kind="nearest")[: info.num_fine]}
+        # Whole volumes kept for the figure only (they are cropped there).
+        restorations = {}
+        if figures:
+            restorations["input"] = upsample_axial(sections, factor, kind="nearest")[
+                : info.num_fine
+            ]
         if with_truth_row:
             log.info("%s x%g: scoring the truth itself (the ceiling)", dataset, factor)
             scores, extras[TRUTH_ROW] = scorer.score(fine)
@@ -276,7 +286,10 @@ def benchmark_volume(
                 scores=scores,
             )
             report.results.append(row)
-            restorations[name] = restored
+            if figures:
+                restorations[name] = restored
+            else:
+                extras[name].pop("segmentation", None)
             if keep_outputs:
                 report.outputs[(float(factor), name)] = restored
         if figures:
@@ -293,18 +306,11 @@ def _figure(
     extras: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     from vemrestore.bench._figures import axial_figure
-    from vemrestore.bench._scores import xz_planes
-    from vemrestore.metrics import radial_power_spectrum
 
     region = scorer.region
     volumes = {TRUTH_ROW: fine[region]} | {n: v[region] for n, v in restorations.items()}
     segmentations = {n: e["segmentation"] for n, e in extras.items() if "segmentation" in e}
     spectra = {n: e["spectrum"] for n, e in extras.items() if "spectrum" in e}
-    if spectra and TRUTH_ROW not in spectra:
-        frequency, log_power = radial_power_spectrum(
-            xz_planes(fine[region]), voxel_size=scorer.voxel_size_nm
-        )
-        spectra[TRUTH_ROW] = {"frequency": frequency.tolist(), "log_power": log_power.tolist()}
     return axial_figure(
         dataset=dataset,
         factor=factor,

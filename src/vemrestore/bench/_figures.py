@@ -21,6 +21,11 @@ def _to_uint8(plane: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.round(scaled * 255), 0, 255).astype(np.uint8)
 
 
+def _relabelled(crop: np.ndarray) -> np.ndarray:
+    """The crop's labels as 0..n-1 in uint16 (n < 65536 in any crop shown), order kept."""
+    return np.unique(crop, return_inverse=True)[1].reshape(crop.shape).astype(np.uint16)
+
+
 def _crop_slices(shape: tuple[int, ...]) -> tuple[slice, slice]:
     def centred(size: int) -> slice:
         side = min(CROP_SIDE, size)
@@ -72,7 +77,7 @@ def axial_figure(
     }
     if segmentations:
         figure["segmentations"] = {
-            name: {"xz": encode_png((labels[:, y, xs] % 65535).astype(np.uint16))}
+            name: {"xz": encode_png(_relabelled(labels[:, y, xs]))}
             for name, labels in segmentations.items()
         }
     if frc:

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from vemrestore.bench._axial import AxialReport, AxialResult, _build, _resolve_segmenter
+from vemrestore.bench._axial import (
+    AxialReport,
+    AxialResult,
+    _build,
+    _resolve_segmenter,
+    dataset_name,
+)
 from vemrestore.errors import UserInputError
 from vemrestore.io import axial_ratio, check_finite, open_volume
 from vemrestore.metrics import plane_frc_resolution, plane_tiles, spectrum_log_error, z_hf_ratio
@@ -111,8 +117,12 @@ def run_isotropy_benchmark(
     if not factor > 1:
         raise UserInputError(f"{path}: axial factor {factor:g} is not > 1 (already isotropic?)")
     segmenter = _resolve_segmenter(segmenter, ("perceptual",))
+    if getattr(segmenter, "kind", "learned") == "classical":
+        raise UserInputError(
+            "--no-reference compares encoder features: it needs the learned segmenter"
+        )
     observed = source.to_numpy().astype(np.float32)
-    dataset = f"{Path(str(path)).parent.name}/{Path(str(path)).stem}"
+    dataset = dataset_name(path)
     pixel_nm = float(source.voxel_size[2])
     options = method_options or {}
     report = AxialReport()

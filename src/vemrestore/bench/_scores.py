@@ -123,7 +123,7 @@ class AxialScorer:
                 f"and keep {MIN_SCORED_SLICES} for factor {self.sectioning.scale_factor:g} "
                 "(use a taller volume or a smaller factor)"
             )
-        if self.labels is not None and self.labels.shape[1:] != self.truth.shape[1:]:
+        if self.labels is not None and self.labels.shape != self.truth.shape:
             raise UserInputError(
                 f"labels shape {self.labels.shape} does not match the volume {self.truth.shape}"
             )
@@ -179,8 +179,9 @@ class AxialScorer:
                 self.sections, restored, self.sectioning, data_range=self.data_range
             )
         if "seg" in self.metrics:
-            reference, _ = self.reference_segmentation()
-            labels = self.segmentation(restored)
+            reference, kind = self.reference_segmentation()
+            truth_itself = restored is self.truth and kind == "truth image"
+            labels = reference if truth_itself else self.segmentation(restored)
             scores |= variation_of_information(labels, reference, ignore_labels=(0,))
             scores |= adapted_rand_error(labels, reference, ignore_labels=(0,))
             extras["segmentation"] = labels
@@ -191,8 +192,9 @@ class AxialScorer:
     def _perceptual(self, t: np.ndarray, r: np.ndarray, extras: dict[str, Any]) -> dict:
         from vemrestore.metrics import feature_kid, multiscale_ssim
 
-        # 64-pixel tiles, smaller (a multiple of 8, the encoder's stride) on small volumes.
-        tile = min(64, min(t.shape) // 8 * 8)
+        # 64-pixel tiles, smaller (a multiple of the encoder's stride) on small volumes.
+        stride = self.segmenter.network.size_multiple
+        tile = min(64, min(t.shape) // stride * stride)
         scores = {
             "feature_kid": feature_kid(
                 r,

@@ -211,9 +211,16 @@ def bench(
         raise UserInputError(f"--profile must be box or gaussian, got {profile!r}")
     if (data is None) == (no_reference is None):
         raise UserInputError("give either --data (ground-truth volumes) or --no-reference VOL")
+    if no_reference is not None and (labels or metrics):
+        raise UserInputError(
+            "--no-reference scores isotropy (feature KID, spectra, FRC): --labels and "
+            "--metrics apply to --data only"
+        )
     names = _split(methods or ["nearest,linear,cubic"], "--methods")
     method_options = _method_options(options)
     groups = parse_metrics(_split(metrics or ["psnr,ssim,frc,consistency"], "--metrics"))
+    if labels and "seg" not in groups:
+        raise UserInputError("--labels are used by the seg measures: add --metrics seg (or all)")
     inputs = {"--data": data or [], "--no-reference": [no_reference] if no_reference else []}
     inputs["--labels"] = labels or []
     _check_json_path(json_path, inputs, overwrite=overwrite)

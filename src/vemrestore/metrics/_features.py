@@ -114,8 +114,8 @@ def kernel_inception_distance(
         KID, in squared kernel units (no physical unit). Because the estimator
         is unbiased, samples of one distribution give values scattered around
         0, slightly negative as often as slightly positive. When both sets
-        are used whole (``subset_size`` at least both lengths) every subset is
-        the full set and one evaluation is done.
+        have the same length and ``subset_size`` is at least that, every
+        subset is the whole of both sets and one evaluation is done.
 
     Raises
     ------

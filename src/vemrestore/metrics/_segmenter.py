@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from vemrestore.errors import UserInputError
+from vemrestore.metrics._image import PLANE_AXIS
 from vemrestore.metrics._segmentation import seeded_watershed, threshold_segmentation
 from vemrestore.normalize import PercentileNormalization
 
@@ -43,9 +44,7 @@ Mode = Literal["3d", "2d"]
 _CLASSICAL_THRESHOLD = 0.35
 _CLASSICAL_SIGMA = 1.0
 _PLANES_PER_CALL = 16
-# The axis each plane orientation is perpendicular to, in (Z, Y, X).
-PLANE_AXES = {"xy": 0, "xz": 1, "yz": 2}
-ALL_PLANES = ("xy", "xz", "yz")
+ALL_PLANES = tuple(PLANE_AXIS)
 
 
 def default_weights_path() -> Path:
@@ -126,18 +125,18 @@ class Segmenter:
         vol = np.asarray(volume)
         if vol.ndim != 3:
             raise UserInputError(f"boundary_map needs a (Z, Y, X) volume, got shape {vol.shape}")
-        unknown = set(orientations) - set(PLANE_AXES)
+        unknown = set(orientations) - set(PLANE_AXIS)
         if unknown or not orientations:
             raise UserInputError(f"orientations must be among xy, xz, yz, got {orientations!r}")
         norm = normalization or PercentileNormalization.from_data(vol)
         scaled = norm.apply(vol)
         if self.kind == "classical":
-            in_plane = {a for o in orientations for a in range(3) if a != PLANE_AXES[o]}
+            in_plane = {a for o in orientations for a in range(3) if a != PLANE_AXIS[o]}
             sigma = [_CLASSICAL_SIGMA if axis in in_plane else 0.0 for axis in range(3)]
             return np.clip(1.0 - ndi.gaussian_filter(scaled, sigma), 0.0, 1.0).astype(np.float32)
         total = np.zeros(scaled.shape, dtype=np.float32)
         for orientation in orientations:
-            axis = PLANE_AXES[orientation]
+            axis = PLANE_AXIS[orientation]
             planes = np.moveaxis(scaled, axis, 0)
             total += np.moveaxis(np.concatenate(list(self._predict_planes(planes))), 0, axis)
         return total / len(orientations)
@@ -169,23 +168,18 @@ class Segmenter:
         The classical segmenter labels the connected regions brighter than a
         threshold (membranes are dark) instead.
         """
+        if mode not in ("3d", "2d"):
+            raise UserInputError(f"mode must be '3d' or '2d', got {mode!r}")
         bmap = self.boundary_map(
             volume,
             normalization=normalization,
             orientations=ALL_PLANES if mode == "3d" else ("xy",),
         )
         if self.kind == "classical":
-            return threshold_segmentation(bmap, threshold=1.0 - _CLASSICAL_THRESHOLD)
+            threshold = 1.0 - _CLASSICAL_THRESHOLD
+            return _by_mode(bmap, mode, lambda b: threshold_segmentation(b, threshold=threshold))
         params = self.watershed[mode]
-        if mode == "3d":
-            return seeded_watershed(bmap, **params)
-        labels = np.zeros(bmap.shape, dtype=np.int32)
-        offset = 0
-        for z, plane in enumerate(bmap):
-            seg = seeded_watershed(plane, **params)
-            labels[z] = np.where(seg > 0, seg + offset, 0)
-            offset = int(labels[z].max(initial=offset))
-        return labels
+        return _by_mode(bmap, mode, lambda b: seeded_watershed(b, **params))
 
     def features(
         self,
@@ -207,6 +201,21 @@ class Segmenter:
                 x = torch.from_numpy(np.ascontiguousarray(scaled[start : start + 64]))[:, None]
                 out.append(self.network.features(x).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def _by_mode(
+    bmap: np.ndarray, mode: str, segment: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``segment`` of the whole volume (3D), or of each plane with labels unique across planes."""
+    if mode == "3d":
+        return segment(bmap)
+    labels = np.zeros(bmap.shape, dtype=np.int32)
+    offset = 0
+    for z, plane in enumerate(bmap):
+        seg = segment(plane)
+        labels[z] = np.where(seg > 0, seg + offset, 0)
+        offset = int(labels[z].max(initial=offset))
+    return labels
 
 
 def load_segmenter(kind: str = "learned", *, weights: str | Path | None = None) -> Segmenter:
@@ -247,14 +256,17 @@ def plane_tiles(
 ) -> np.ndarray:
     """Non-overlapping square tiles of the XY, XZ or YZ planes of a (Z, Y, X) volume.
 
-    Planes are taken evenly spaced (at most ``max_tiles`` tiles in all),
-    each cut into a grid of ``tile`` x ``tile`` squares. Returns (N, tile, tile).
+    Each plane is cut into a grid of ``tile`` x ``tile`` squares. With more
+    than ``max_tiles`` tiles in all, whole planes are taken evenly spaced; where
+    one plane alone holds more, tiles are spread evenly over all planes.
+    Returns (N, tile, tile).
     """
     vol = np.asarray(volume)
-    planes = {"xy": vol, "xz": np.moveaxis(vol, 1, 0), "yz": np.moveaxis(vol, 2, 0)}
-    if orientation not in planes:
+    if orientation not in PLANE_AXIS:
         raise UserInputError(f"orientation must be xy, xz or yz, got {orientation!r}")
-    stack = planes[orientation]
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
+        raise UserInputError(f"tile must be a positive integer, got {tile!r}")
+    stack = np.moveaxis(vol, PLANE_AXIS[orientation], 0)
     rows, cols = stack.shape[1] // tile, stack.shape[2] // tile
     if rows == 0 or cols == 0:
         raise UserInputError(
@@ -262,12 +274,18 @@ def plane_tiles(
             f"one {tile}x{tile} tile"
         )
     per_plane = rows * cols
-    count = max(1, min(stack.shape[0], max_tiles // per_plane))
-    picks = np.linspace(0, stack.shape[0] - 1, count).round().astype(int)
-    tiles = [
-        stack[p, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
-        for p in picks
-        for r in range(rows)
-        for c in range(cols)
-    ]
-    return np.stack(tiles)[:max_tiles]
+    if per_plane <= max_tiles:  # whole planes, evenly spaced
+        count = min(stack.shape[0], max_tiles // per_plane)
+        planes = np.linspace(0, stack.shape[0] - 1, count).round().astype(int)
+        picks = (planes[:, None] * per_plane + np.arange(per_plane)).ravel()
+    else:  # planes larger than the budget: tiles spread over all of them
+        total = stack.shape[0] * per_plane
+        picks = np.linspace(0, total - 1, max_tiles).round().astype(int)
+    planes, within = np.divmod(picks, per_plane)
+    rows_of, cols_of = np.divmod(within, cols)
+    return np.stack(
+        [
+            stack[p, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
+            for p, r, c in zip(planes, rows_of, cols_of, strict=True)
+        ]
+    )

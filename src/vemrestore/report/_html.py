@@ -30,13 +30,28 @@ from vemrestore.report._plots import (
 
 __all__ = ["load_results", "render_report", "write_report"]
 
-# Metrics whose key holds one of these are better when lower; the others when higher.
-LOWER_IS_BETTER = ("vi", "arand", "kid", "error", "frc_", "seconds")
-# Ratios to the truth (1.0 = as the truth): best when closest to 1.
-CLOSEST_TO_ONE = ("_ratio",)
-# Rows that are references, not contenders: never marked best.
-REFERENCE_ROWS = ("truth",)
-GROUP_KEYS = ("dataset", "factor")
+# Which way each known measure is better, by key prefix; other columns are not marked.
+# "one": a ratio to the truth, best closest to 1.
+DIRECTION = {
+    "psnr": "max",
+    "ssim": "max",
+    "ms_ssim": "max",
+    "consistency_psnr": "max",
+    "membrane_f1": "max",
+    "mvox_per_s": "max",
+    "frc_": "min",
+    "seg_vi": "min",
+    "seg_arand": "min",
+    "feature_kid": "min",
+    "spectrum_log_error": "min",
+    "seconds": "min",
+    "z_hf_ratio": "one",
+}
+# Rows that are references, not contenders (never marked best): the truth itself and
+# upper bounds (e.g. a network trained with clean references).
+REFERENCE_WORDS = ("truth", "upper bound")
+# Keys that split the table into groups compared separately.
+GROUP_KEYS = ("dataset", "factor", "scale_factor", "case")
 ORIENTATIONS = ("xy", "xz", "yz")
 # Columns of a figure that are references, not methods: no error map of their own.
 REFERENCES = ("truth", "input")
@@ -254,7 +269,8 @@ def _table_rows(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], numeric: Sequence[bool]
 ) -> str:
     """The rows' cells, the best value of each metric column among ``rows`` highlighted."""
-    contenders = [row.get("method", row.get("row")) not in REFERENCE_ROWS for row in rows]
+    names = [str(row.get("method", row.get("row", ""))) for row in rows]
+    contenders = [not any(word in name for word in REFERENCE_WORDS) for name in names]
     best = [
         _best_rows(
             c, [row.get(c) if keep else None for row, keep in zip(rows, contenders, strict=True)]
@@ -303,13 +319,20 @@ def _best_rows(key: str, values: Sequence[Any]) -> set[int]:
     present = {n for n in numbers if n is not None and not math.isnan(n)}
     if len(present) < 2:
         return set()
-    if any(word in key.lower() for word in CLOSEST_TO_ONE):
+    direction = _direction(key)
+    if direction is None:
+        return set()
+    if direction == "one":
         best = min(present, key=lambda n: abs(math.log(n)) if n > 0 else math.inf)
-    elif any(word in key.lower() for word in LOWER_IS_BETTER):
-        best = min(present)
     else:
-        best = max(present)
+        best = min(present) if direction == "min" else max(present)
     return {i for i, n in enumerate(numbers) if n == best}
+
+
+def _direction(key: str) -> str | None:
+    """ "max", "min" or "one" for a known measure (longest matching prefix), else None."""
+    matches = [prefix for prefix in DIRECTION if key.startswith(prefix)]
+    return DIRECTION[max(matches, key=len)] if matches else None
 
 
 def _format_value(value: Any) -> tuple[str, bool]:
