@@ -90,7 +90,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vemrestore.api._lateral import train_lateral
-from vemrestore.bench import provenance
+from vemrestore.bench import markdown_table, provenance
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import LateralDegradation, PoissonGaussianNoise, estimate_poisson_gaussian
 from vemrestore.engine import predict_array
@@ -378,11 +378,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"results": rows, "noise": noise_info, "segmenter": segmenter_info, "example": example}
 
 
-def _cell(row: dict[str, Any], key: str, spec: str) -> str:
-    value = row.get(key)
-    return "—" if value is None else format(value, spec)
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of every row's main scores."""
     columns = [
@@ -398,16 +393,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ("spectrum err", "spectrum_log_error", ".3f"),
         ("s/MP", "seconds_per_megapixel", ".2f"),
     ]
-    lines = [
-        "| dataset | x | row | " + " | ".join(c[0] for c in columns) + " |",
-        "|---" * (3 + len(columns)) + "|",
-    ]
-    for r in rows:
-        cells = [_cell(r, key, spec) for _, key, spec in columns]
-        lines.append(
-            f"| {r['dataset']} | {r['scale_factor']} | {r['row']} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+    ids = [("dataset", "dataset"), ("x", "scale_factor"), ("row", "row")]
+    return markdown_table(rows, ids=ids, measures=columns)
 
 
 def save_figure(example: dict[str, np.ndarray], path: Path, scale_factor: int, crop: int) -> None:

@@ -89,7 +89,7 @@ from scipy.ndimage import label as connected_components
 from skimage.metrics import structural_similarity as skimage_ssim
 from skimage.segmentation import relabel_sequential
 
-from vemrestore.bench import provenance
+from vemrestore.bench import markdown_table, provenance
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.degrade import SliceDamage
 from vemrestore.engine import predict_array
@@ -543,11 +543,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _cell(row: dict[str, Any], key: str, spec: str) -> str:
-    value = row.get(key)
-    return "—" if value is None else format(value, spec)
-
-
 def format_table(results: list[dict[str, Any]]) -> str:
     columns = [
         ("PSNR (dB)", "psnr", ".2f"),
@@ -560,16 +555,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
         ("KID", "feature_kid", ".4f"),
         ("s/section", "seconds_per_section", ".2f"),
     ]
-    lines = [
-        "| dataset | case | method | " + " | ".join(c[0] for c in columns) + " |",
-        "|---" * (3 + len(columns)) + "|",
-    ]
-    for r in results:
-        cells = [_cell(r, key, spec) for _, key, spec in columns]
-        lines.append(
-            f"| {r['dataset']} | {r['case']} | {r['method']} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+    ids = [("dataset", "dataset"), ("case", "case"), ("method", "method")]
+    return markdown_table(results, ids=ids, measures=columns)
 
 
 def save_figure(figures: dict, path: Path, first: int) -> None:

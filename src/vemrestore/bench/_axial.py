@@ -217,7 +217,6 @@ def benchmark_volume(
     figures: bool = False,
 ) -> AxialReport:
     """Run the protocol on one in-memory isotropic volume (see `run_axial_benchmark`)."""
-    from vemrestore.engine import predict_array
     from vemrestore.methods.interpolate import upsample_axial
 
     options = method_options or {}
@@ -262,10 +261,7 @@ def benchmark_volume(
         for name in methods:
             log.info("%s x%g: restoring with %s", dataset, factor, name)
             method = _build(name, factor, profile, options.get(name, {}))
-            start = time.perf_counter()
-            method.fit(observed)
-            fitted = time.perf_counter()
-            restored = predict_array(method, sections)
+            restored, timing = timed_restoration(method, observed, sections)
             done = time.perf_counter()
             scores, extras[name] = scorer.score(restored)
             log.info(
@@ -273,18 +269,10 @@ def benchmark_volume(
                 dataset,
                 factor,
                 name,
-                done - start,
+                timing["seconds"],
                 time.perf_counter() - done,
             )
-            row = AxialResult(
-                dataset=dataset,
-                method=name,
-                factor=float(factor),
-                seconds=done - start,
-                fit_seconds=fitted - start,
-                mvox_per_s=restored.size / 1e6 / max(done - fitted, 1e-9),
-                scores=scores,
-            )
+            row = AxialResult(dataset, name, float(factor), **timing, scores=scores)
             report.results.append(row)
             if figures:
                 restorations[name] = restored
@@ -319,6 +307,24 @@ def _figure(
         frc={n: e["frc"] for n, e in extras.items() if "frc" in e and n != TRUTH_ROW},
         spectra=spectra,
     )
+
+
+def timed_restoration(
+    method: Any, observed: Volume, sections: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """``method`` fitted on ``observed`` and run on ``sections``; the timing fields of a row."""
+    from vemrestore.engine import predict_array
+
+    start = time.perf_counter()
+    method.fit(observed)
+    fitted = time.perf_counter()
+    restored = predict_array(method, sections)
+    done = time.perf_counter()
+    return restored, {
+        "seconds": done - start,
+        "fit_seconds": fitted - start,
+        "mvox_per_s": restored.size / 1e6 / max(done - fitted, 1e-9),
+    }
 
 
 def _build(name: str, factor: float, profile: str, extra: dict[str, Any]):

@@ -18,7 +18,6 @@ the planes across the sections look like the planes within them? Per method:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from vemrestore.bench._axial import (
     _build,
     _resolve_segmenter,
     dataset_name,
+    timed_restoration,
 )
 from vemrestore.errors import UserInputError
 from vemrestore.io import axial_ratio, check_finite, open_volume
@@ -104,8 +104,6 @@ def run_isotropy_benchmark(
     segmenter : {"learned", "classical"} or Segmenter
         Must be the learned one (KID needs its encoder).
     """
-    from vemrestore.engine import predict_array
-
     source = open_volume(path)
     check_finite(source)
     if factor is None:
@@ -129,21 +127,7 @@ def run_isotropy_benchmark(
     for name in methods:
         log.info("%s: restoring x%g with %s", dataset, factor, name)
         method = _build(name, factor, "box", options.get(name, {}))
-        start = time.perf_counter()
-        method.fit(source)
-        fitted = time.perf_counter()
-        restored = predict_array(method, observed)
-        done = time.perf_counter()
+        restored, timing = timed_restoration(method, source, observed)
         scores = score_isotropy(restored, observed, pixel_nm=pixel_nm, segmenter=segmenter)
-        report.results.append(
-            AxialResult(
-                dataset=dataset,
-                method=name,
-                factor=float(factor),
-                seconds=done - start,
-                fit_seconds=fitted - start,
-                mvox_per_s=restored.size / 1e6 / max(done - fitted, 1e-9),
-                scores=scores,
-            )
-        )
+        report.results.append(AxialResult(dataset, name, float(factor), **timing, scores=scores))
     return report
