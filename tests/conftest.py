@@ -84,3 +84,15 @@ def segmenter():
     from vemrestore.metrics import load_segmenter
 
     return load_segmenter()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test, restored after: tiny tensors on a busy 2-core
+    machine only add synchronisation with a second thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -28,15 +28,7 @@ def bench():
         del sys.modules[spec.name]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors (MS-SSIM, segmenter): a second thread only adds waits on a busy machine.
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def grid_slices() -> np.ndarray:

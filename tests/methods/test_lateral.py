@@ -40,13 +40,7 @@ def _train(steps: int = 2, **options):
     return {"train": {"num_steps": steps, "patch_size": 16, "batch_size": 2, **options}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronisation on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _smooth_image(shape, seed=0, sigma=3.0) -> np.ndarray:

@@ -233,22 +233,15 @@ def test_multiscale_ssim_rejects_planes_too_small_for_five_scales():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_learned_features_tell_em_from_noise_and_blur(real_path):
+def test_learned_features_tell_em_from_noise_and_blur(real_path, segmenter, one_torch_thread):
     """Two halves of one FIB-SEM cube are near in feature space; noise and blur are far."""
     import tifffile
-    import torch
 
-    from vemrestore.metrics._segmenter import default_weights_path, load_segmenter
-
-    if not default_weights_path().is_file():
-        pytest.skip(f"segmenter weights not found at {default_weights_path()}")
-    torch.set_num_threads(1)
     volume = tifffile.imread(real_path("medulla_sample2")).astype(np.float32)
     first, second = volume[:125], volume[125:]
     noise = np.random.default_rng(0).normal(second.mean(), second.std(), second.shape)
     blurred = ndi.gaussian_filter(second, 3.0)
     norm = PercentileNormalization.from_data(first)
-    segmenter = load_segmenter()
 
     def kid(candidate):
         return feature_kid(

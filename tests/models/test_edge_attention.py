@@ -8,14 +8,7 @@ import torch.nn.functional as F
 
 from vemrestore.models.edge_attention import EdgeAttentionSRNet, WindowTransformerBlock
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronisation on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _small(scale_factor: int, **options) -> EdgeAttentionSRNet:
