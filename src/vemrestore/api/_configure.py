@@ -270,6 +270,14 @@ def _with_overrides(
         config = config.with_step_budget(steps)  # type: ignore[attr-defined]
     update: dict[str, BaseModel] = {}
     given = {key: value for key, value in inference.items() if value is not None}
+    # A method whose sampling happens in training (D2R's teacher) takes the sampling options there.
+    routed = {k: v for k, v in given.items() if k in getattr(config, "sampling_options", ())}
+    if routed:
+        try:
+            config = config.with_sampling(**routed)  # type: ignore[attr-defined]
+        except ValueError as error:
+            raise UserInputError(f"{error}") from None
+        given = {key: value for key, value in given.items() if key not in routed}
     if given:
         fields = type(config).model_fields
         current_cls = fields["inference"].annotation if "inference" in fields else BaseModel

@@ -229,11 +229,17 @@ def _cast_like(array, dtype):
 
 SamplingSteps = Annotated[
     int | None,
-    typer.Option(help="skelem: refiner network calls per plane (default 4; at most 4 truncated)."),
+    typer.Option(
+        help="skelem: refiner network calls per plane (default 4; at most 4 truncated). "
+        "d2r: calls of the diffusion teacher per plane in stage II (default 4)."
+    ),
 ]
 Samples = Annotated[
     int | None,
-    typer.Option(help="skelem: samples averaged; > 1 also writes an uncertainty (std) map."),
+    typer.Option(
+        help="skelem: samples averaged; > 1 also writes an uncertainty (std) map. "
+        "d2r: samples the diffusion teacher averages in stage II."
+    ),
 ]
 SkeletonDir = Annotated[
     Path | None,
@@ -297,14 +303,18 @@ def iso(
     factor: AxialFactor = None,
     method: Annotated[
         str,
-        typer.Option(help="Axial method: nearest, linear, cubic, lanczos, skeleton, skelem."),
+        typer.Option(
+            help="Axial method: nearest, linear, cubic, lanczos, skeleton, skelem, "
+            "diffusion2d, d2r."
+        ),
     ] = "cubic",
     steps: Annotated[
         int | None,
         typer.Option(
             help="Training steps for learned methods. skelem splits them across its stages: "
             "skeleton 50%, refiner 40%, cycle 10% (with --skeleton, which is not "
-            "retrained: refiner 80%, cycle 20%), at least 1 step each."
+            "retrained: refiner 80%, cycle 20%), at least 1 step each; d2r: teacher 60%, "
+            "3D network 40%."
         ),
     ] = None,
     sampling_steps: SamplingSteps = None,
@@ -452,6 +462,53 @@ def train_skelem(
         *(factor, steps, config, resume, overwrite, channel, voxel_size, force),
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
+    )
+
+
+@train_app.command("d2r")
+def train_d2r(
+    src: TrainInput,
+    out: ModelOut,
+    factor: AxialFactor = None,
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="What restores the XZ/YZ planes in stage II: diffusion (D2R), skeleton or skelem."
+        ),
+    ] = "diffusion",
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps in all: teacher 60%, 3D network 40%."),
+    ] = None,
+    sampling_steps: SamplingSteps = None,
+    samples: Samples = None,
+    keep_recovered: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to keep the stage II volumes in (xz.zarr, yz.zarr); default: "
+            "removed with the checkpoints."
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (D2RConfig).")] = None,
+    resume: Resume = False,
+    overwrite: ModelOverwrite = False,
+    channel: Channel = None,
+    voxel_size: Voxels = None,
+    force: Force = False,
+) -> None:
+    """Train D2R: a plane teacher (stage I), its XZ/YZ volumes (II), the 3D network (III).
+
+    Only the 3D network is saved; `predict` and `iso --method d2r` run it
+    alone. Killed and run again with --resume, it continues at its stage.
+    """
+    _train_and_save(
+        "d2r",
+        src,
+        out,
+        *(factor, steps, config, resume, overwrite, channel, voxel_size, force),
+        inference={"num_inference_steps": sampling_steps, "num_samples": samples},
+        teacher=teacher,
+        recovered_dir=keep_recovered,
     )
 
 

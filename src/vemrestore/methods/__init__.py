@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from vemrestore.methods._base import (
     RESTORED,
+    XZ,
+    YZ,
     AxialConfig,
     BlockRequest,
     Method,
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESTORED",
+    "XZ",
+    "YZ",
     "AxialConfig",
     "BlockRequest",
     "Method",

@@ -24,6 +24,10 @@ from vemrestore.io._volume import Volume
 
 # Name of the restoration among a method's outputs (always its first).
 RESTORED = "restored"
+# The restorations of a plane method's XZ and YZ planes before they are fused
+# (``predict_orientations``); D2R's stage II keeps them as two volumes.
+XZ = "xz"
+YZ = "yz"
 
 
 class MethodConfig(BaseModel):
@@ -194,7 +198,7 @@ def create_method(name: str, **options: Any) -> Method:
 
 
 # Modules whose import registers the built-in methods.
-BUILTIN_METHOD_MODULES = ("interpolate", "skeleton", "skelem", "lateral", "slices")
+BUILTIN_METHOD_MODULES = ("interpolate", "skeleton", "skelem", "d2r", "lateral", "slices")
 
 
 def _load_builtin_methods() -> None:

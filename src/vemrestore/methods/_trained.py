@@ -60,6 +60,7 @@ __all__ = [
     "TrainedConfig",
     "TrainedMethod",
     "migrate_legacy_options",
+    "stage_options",
 ]
 
 # Fixed validation samples of a method, in multiples of the training batch size.
@@ -197,6 +198,19 @@ class FitOptions(TypedDict, total=False):
     resume: bool
     progress: bool
     description: str
+
+
+def stage_options(options: FitOptions, name: str, *, label: str | None = None) -> FitOptions:
+    """``options`` of training stage ``name`` of a method of several stages.
+
+    The progress bar shows ``label`` (default ``name``); checkpoints go to
+    ``checkpoint_dir / name``.
+    """
+    staged: FitOptions = {**options, "description": name if label is None else label}
+    checkpoint_dir = options.get("checkpoint_dir")
+    if checkpoint_dir is not None:
+        staged["checkpoint_dir"] = Path(checkpoint_dir) / name
+    return staged
 
 
 class BatchSampler(Protocol):

@@ -30,6 +30,8 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import (
     RESTORED,
+    XZ,
+    YZ,
     AxialConfig,
     AxialMethod,
     BlockRequest,
@@ -380,8 +382,25 @@ class Skeleton(PlaneMethod, NormalizedMethod):
             out[start : start + step] = restored.cpu().numpy()
         return out
 
-    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
-        """``Method.predict_block``: the XZ and YZ predictions of the region, fused."""
+    def predict_orientations(
+        self, block: np.ndarray, request: BlockRequest
+    ) -> dict[str, np.ndarray]:
+        """The XZ and YZ predictions of a region, before they are fused.
+
+        Parameters
+        ----------
+        block : numpy.ndarray, shape (Z, Y, X)
+            Input voxels of ``input_region(request.output_region, ...)``.
+        request : BlockRequest
+            The output region and the block's position (``request.outputs`` is ignored).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{XZ: ..., YZ: ...}``: the restorations from the XZ planes (one
+            per output y) and from the YZ planes (one per output x), float32
+            of ``request.output_shape``, in input intensity units.
+        """
         normalization = self.require_normalization()
         fine, (f_lo, y_lo, x_lo) = self.fine_block(block, request, normalization)
         zs, ys, xs = request.output_region
@@ -392,8 +411,12 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         # YZ planes: one per output x, z along rows, y across the block.
         yz = self.predict_planes(fine.transpose(2, 0, 1), range(xs.start - x_lo, xs.stop - x_lo))
         yz = yz.transpose(1, 2, 0)[z_out, ys.start - y_lo : ys.stop - y_lo, :]
+        return {XZ: normalization.invert(xz), YZ: normalization.invert(yz)}
+
+    def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
+        """``Method.predict_block``: ``predict_orientations`` of the region, fused."""
+        planes = self.predict_orientations(block, request)
+        xz, yz = planes[XZ], planes[YZ]
         if self.config.fusion == "mean":
-            return {RESTORED: normalization.invert(0.5 * (xz + yz))}
-        a = np.maximum(normalization.invert(xz), 0.0)
-        b = np.maximum(normalization.invert(yz), 0.0)
-        return {RESTORED: np.sqrt(a * b, dtype=np.float32)}
+            return {RESTORED: 0.5 * (xz + yz)}
+        return {RESTORED: np.sqrt(np.maximum(xz, 0.0) * np.maximum(yz, 0.0), dtype=np.float32)}

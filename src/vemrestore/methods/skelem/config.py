@@ -274,8 +274,11 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
         return SkeletonConfig(scale_factor=self.scale_factor, profile=self.profile)
 
 
-def split_steps(steps: int, stages: tuple[str, ...]) -> dict[str, int]:
-    """``steps`` split across ``stages`` as ``STEP_BUDGET_SHARES`` says, at least 1 each.
+def split_steps(
+    steps: int, stages: tuple[str, ...], shares: dict[str, float] | None = None
+) -> dict[str, int]:
+    """``steps`` split across ``stages`` as ``shares`` (default: SkelEM's
+    ``STEP_BUDGET_SHARES``) say, at least 1 each.
 
     Shares are renormalised over ``stages`` and rounded by largest remainder
     (ties to the earlier stage), so the counts add up to ``steps`` exactly; a
@@ -295,11 +298,13 @@ def split_steps(steps: int, stages: tuple[str, ...]) -> dict[str, int]:
     """
     if steps < len(stages):
         raise UserInputError(
-            f"a budget of {steps} training steps cannot give each of SkelEM's "
-            f"{len(stages)} stages ({', '.join(stages)}) one step (give at least {len(stages)})"
+            f"a budget of {steps} training steps cannot give each of the "
+            f"{len(stages)} training stages ({', '.join(stages)}) one step (give at least "
+            f"{len(stages)})"
         )
-    total = sum(STEP_BUDGET_SHARES[stage] for stage in stages)
-    exact = {stage: steps * STEP_BUDGET_SHARES[stage] / total for stage in stages}
+    shares = STEP_BUDGET_SHARES if shares is None else shares
+    total = sum(shares[stage] for stage in stages)
+    exact = {stage: steps * shares[stage] / total for stage in stages}
     counts = {stage: math.floor(value) for stage, value in exact.items()}
     by_remainder = sorted(stages, key=lambda stage: counts[stage] - exact[stage])
     for stage in by_remainder[: steps - sum(counts.values())]:

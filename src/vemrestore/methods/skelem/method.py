@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Unpack
+from typing import Any, Literal, NamedTuple, Unpack
 
 import numpy as np
 from torch import nn
@@ -18,9 +19,9 @@ from vemrestore.diffusion import (
 )
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
-from vemrestore.methods._base import RESTORED, BlockRequest, register_method
+from vemrestore.methods._base import RESTORED, XZ, YZ, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
-from vemrestore.methods._trained import FitOptions, TrainedMethod
+from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
@@ -40,6 +41,29 @@ _OUTPUTS = (RESTORED, CONSISTENCY, STD)
 
 Orientation = Literal["xz", "yz"]
 _ORIENTATION_KEY = {"xz": 0, "yz": 1}
+
+
+class _PlaneSamples(NamedTuple):
+    """What ``SkelEM._plane_samples`` gives: the refined planes of a block, per sample.
+
+    Attributes
+    ----------
+    fine_start, fine_stop : int
+        Absolute fine z range [start, stop) of the planes (the block's, halo included).
+    samples : iterator of (numpy.ndarray, numpy.ndarray)
+        For each sample, the XZ and YZ restorations (skeleton + refined
+        residual), each (F, Y, X) over the fine range and the output y and x,
+        in normalised units; lazy, one sample's refiner calls at a time.
+    """
+
+    fine_start: int
+    fine_stop: int
+    samples: Iterator[tuple[np.ndarray, np.ndarray]]
+
+    def output_rows(self, request: BlockRequest) -> slice:
+        """Rows (fine z) of the planes that are ``request``'s output region."""
+        zs = request.output_region[0]
+        return slice(zs.start - self.fine_start, zs.stop - self.fine_start)
 
 
 @register_method("skelem", SkelEMConfig)
@@ -171,7 +195,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
         Parameters as in ``fit``; ``checkpoint_dir`` gets ``skeleton`` and
         ``refiner`` subfolders.
         """
-        skeleton = self._fit_skeleton(volume, **_stage(options, "skeleton"))
+        skeleton = self._fit_skeleton(volume, **stage_options(options, "skeleton"))
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
         refiner = self.seeded_networks()["xz"]
         scale, result = train_refiner(
@@ -180,7 +204,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
             skeleton.normalization.apply(volume.to_numpy()),  # type: ignore[union-attr]
             config=self.config,
             truncated_start=self._truncated_start(),
-            train=partial(self.train_network, **_stage(options, "refiner")),
+            train=partial(self.train_network, **stage_options(options, "refiner")),
         )
         self.set_trained(
             {"xz": refiner, "yz": copy.deepcopy(refiner)},
@@ -227,7 +251,9 @@ class SkelEM(PlaneMethod, TrainedMethod):
             config=self.config,
             start=self._truncated_start(),
             residual_scale=self.residual_scale,  # type: ignore[arg-type]
-            train=partial(self.train_network, config=cycle.train, **_stage(options, "cycle")),
+            train=partial(
+                self.train_network, config=cycle.train, **stage_options(options, "cycle")
+            ),
         )
         self.set_trained(tuned, cycle_result=result, cycle_terms=terms)
         return self
@@ -282,13 +308,78 @@ class SkelEM(PlaneMethod, TrainedMethod):
         residual = refine_planes(
             self.require_trained()[name],  # type: ignore[arg-type]
             cond,
-            config=self.config,
+            sampling=self.config.inference,
+            diffusion=self.config.diffusion,
             key=(sample_index, _ORIENTATION_KEY[name]),
             origin=origin,
             device=device,
             context=lambda: self.inference_context(device),
         )
         return residual * np.float32(self.residual_scale)
+
+    def _plane_samples(self, block: np.ndarray, request: BlockRequest) -> _PlaneSamples:
+        """The refined XZ and YZ restorations of a region, one sample at a time.
+
+        The fine block, the skeleton's predictions and the refiners'
+        conditioning are computed here, once; each sample then runs the
+        refiners when the returned ``samples`` iterator reaches it.
+        """
+        skeleton, normalization = self._frozen_skeleton()
+        fine, (f_lo, y_lo, x_lo) = self.fine_block(block, request, normalization)
+        _, ys, xs = request.output_region
+        oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
+        xz_stack = fine.transpose(1, 0, 2)  # XZ planes (one per y), pixels (z, x)
+        yz_stack = fine.transpose(2, 0, 1)  # YZ planes (one per x), pixels (z, y)
+        skel_xz = skeleton.predict_planes(xz_stack, range(oy.start, oy.stop))
+        skel_yz = skeleton.predict_planes(yz_stack, range(ox.start, ox.stop))
+        cond_xz = np.stack([skel_xz, xz_stack[oy]], axis=1)
+        cond_yz = np.stack([skel_yz, yz_stack[ox]], axis=1)
+
+        origin_xz = (np.arange(ys.start, ys.stop), f_lo, x_lo)
+        origin_yz = (np.arange(xs.start, xs.stop), f_lo, y_lo)
+
+        def samples() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for index in range(self.config.inference.num_samples):
+                r_xz = self._refine("xz", cond_xz, origin_xz, index)
+                r_yz = self._refine("yz", cond_yz, origin_yz, index)
+                v_xz = (skel_xz + r_xz).transpose(1, 0, 2)[:, :, ox]
+                v_yz = (skel_yz + r_yz).transpose(1, 2, 0)[:, oy, :]
+                yield v_xz, v_yz
+
+        return _PlaneSamples(f_lo, f_lo + fine.shape[0], samples())
+
+    def predict_orientations(
+        self, block: np.ndarray, request: BlockRequest
+    ) -> dict[str, np.ndarray]:
+        """The XZ and YZ restorations of a region, before they are fused.
+
+        Each is the skeleton's prediction of that orientation's planes plus
+        the refined residual, averaged over ``inference.num_samples`` samples
+        (the same samples as ``predict_block``'s). No consistency projection:
+        it applies to the fused volume only.
+
+        Parameters
+        ----------
+        block : numpy.ndarray, shape (Z, Y, X)
+            Input voxels of ``input_region(request.output_region, ...)``.
+        request : BlockRequest
+            The output region and the block's position (``request.outputs`` is ignored).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{XZ: ..., YZ: ...}``, float32 of ``request.output_shape``, in
+            input intensity units.
+        """
+        _, normalization = self._frozen_skeleton()
+        planes = self._plane_samples(block, request)
+        xz, yz = Moments(), Moments()
+        for v_xz, v_yz in planes.samples:
+            xz.add(v_xz)
+            yz.add(v_yz)
+        assert xz.mean is not None and yz.mean is not None  # num_samples >= 1
+        z_out = planes.output_rows(request)
+        return {XZ: normalization.invert(xz.mean[z_out]), YZ: normalization.invert(yz.mean[z_out])}
 
     def predict_block(self, block: np.ndarray, request: BlockRequest) -> dict[str, np.ndarray]:
         """``Method.predict_block``, all outputs from one sampling pass.
@@ -302,23 +393,16 @@ class SkelEM(PlaneMethod, TrainedMethod):
         unknown = sorted(set(request.outputs) - set(_OUTPUTS))
         if unknown:
             raise ValueError(f"skelem has no outputs {unknown} (it has {', '.join(_OUTPUTS)})")
-        skeleton, normalization = self._frozen_skeleton()
+        _, normalization = self._frozen_skeleton()
         cfg = self.config
-        fine, (f_lo, y_lo, x_lo) = self.fine_block(block, request, normalization)
-        zs, ys, xs = request.output_region
+        planes = self._plane_samples(block, request)
+        _, ys, xs = request.output_region
         z0, y0, x0 = request.input_start
-        oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
-        xz_stack = fine.transpose(1, 0, 2)  # XZ planes (one per y), pixels (z, x)
-        yz_stack = fine.transpose(2, 0, 1)  # YZ planes (one per x), pixels (z, y)
-        skel_xz = skeleton.predict_planes(xz_stack, range(oy.start, oy.stop))
-        skel_yz = skeleton.predict_planes(yz_stack, range(ox.start, ox.stop))
-        cond_xz = np.stack([skel_xz, xz_stack[oy]], axis=1)
-        cond_yz = np.stack([skel_yz, yz_stack[ox]], axis=1)
         weights, inside = local_sectioning(
             self.grid,
             cfg.profile,
-            fine_start=f_lo,
-            fine_stop=f_lo + fine.shape[0],
+            fine_start=planes.fine_start,
+            fine_stop=planes.fine_stop,
             section_start=z0,
             num_sections=block.shape[0],
         )
@@ -326,18 +410,14 @@ class SkelEM(PlaneMethod, TrainedMethod):
             block[inside, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
         )
         restored, raw = Moments(), Moments()
-        for index in range(cfg.inference.num_samples):
-            r_xz = self._refine("xz", cond_xz, (np.arange(ys.start, ys.stop), f_lo, x_lo), index)
-            r_yz = self._refine("yz", cond_yz, (np.arange(xs.start, xs.stop), f_lo, y_lo), index)
-            v_xz = (skel_xz + r_xz).transpose(1, 0, 2)[:, :, ox]
-            v_yz = (skel_yz + r_yz).transpose(1, 2, 0)[:, oy, :]
+        for v_xz, v_yz in planes.samples:
             fused = 0.5 * (v_xz + v_yz)
             raw.add(fused)
             if cfg.inference.consistency_projection:
                 fused = fused + consistency_correction(fused, observed, weights)
             restored.add(fused)
         assert restored.mean is not None and raw.mean is not None  # num_samples >= 1
-        z_out = slice(zs.start - f_lo, zs.stop - f_lo)
+        z_out = planes.output_rows(request)
         span = np.float32(normalization.high - normalization.low)
         out = {}
         if RESTORED in request.outputs:
@@ -373,18 +453,6 @@ class SkelEM(PlaneMethod, TrainedMethod):
             )
         self.skeleton = _load_skeleton(path / "skeleton")
         super().load_state(path)
-
-
-def _stage(options: FitOptions, name: str) -> FitOptions:
-    """``options`` of training stage ``name``: its progress-bar label, checkpoints in a subfolder.
-
-    The bar shows ``name``; checkpoints go to ``checkpoint_dir / name``.
-    """
-    staged: FitOptions = {**options, "description": name}
-    checkpoint_dir = options.get("checkpoint_dir")
-    if checkpoint_dir is not None:
-        staged["checkpoint_dir"] = Path(checkpoint_dir) / name
-    return staged
 
 
 def _load_skeleton(path: Path) -> Skeleton:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vemrestore.diffusion import diffusion_target, make_scheduler, sample
+from vemrestore.diffusion import DiffusionConfig, diffusion_target, make_scheduler, sample
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.noise import keyed_normal
 from vemrestore.methods.skeleton import PairSampler, Skeleton
@@ -23,9 +23,11 @@ from vemrestore.train import TrainResult, fixed_validation, holdout_sections
 __all__ = [
     "PackedDenoiser",
     "RefinerPairs",
+    "ResidualSampling",
     "refine_planes",
     "skeleton_pairs",
     "train_refiner",
+    "train_residual_denoiser",
 ]
 
 # Patches per skeleton call when the refiner's training pool is made.
@@ -34,6 +36,16 @@ _POOL_BATCH = 32
 _VALIDATION_BATCHES = 4
 # Smallest residual scale (normalised units), for volumes the skeleton fits exactly.
 _MIN_RESIDUAL_SCALE = 1e-3
+
+
+class ResidualSampling(Protocol):
+    """The sampling options ``refine_planes`` reads (``SkelEMInference`` has them)."""
+
+    mode: Literal["truncated", "full"]
+    num_inference_steps: int
+    strength: float
+    seed: int
+    batch_size: int
 
 
 class PackedDenoiser(nn.Module):
@@ -143,37 +155,70 @@ def train_refiner(
     """Train ``refiner`` in place on what the frozen skeleton leaves of XY pairs.
 
     ``sections`` is the normalised stack; ``train(model, sampler, loss_fn,
-    validate)`` trains (``TrainedMethod.train_network``). The residuals are
-    scaled to unit RMS; returns that scale and the diffusion loss (validated
-    on held-out sections).
+    validate)`` trains (``TrainedMethod.train_network``). Returns the
+    residual scale and the diffusion loss (see ``train_residual_denoiser``).
     """
     cfg = config
-    train_ids, val_ids = holdout_sections(len(sections))
-    scheduler = make_scheduler(cfg.diffusion)
-    options = {"scheduler": scheduler, "truncated_start": truncated_start}
-    options["truncated_fraction"] = cfg.truncated_fraction
-    cond, residual = skeleton_pairs(
-        skeleton,
-        sections,
-        train_ids,
-        num=cfg.pool_size,
-        patch_size=cfg.train.patch_size,
-        rng=np.random.default_rng([cfg.train.seed, 3]),
+
+    def pool(ids: np.ndarray, num: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return skeleton_pairs(
+            skeleton, sections, ids, num=num, patch_size=cfg.train.patch_size, rng=rng
+        )
+
+    return train_residual_denoiser(
+        refiner,
+        pool,
+        len(sections),
+        diffusion=cfg.diffusion,
+        pool_size=cfg.pool_size,
+        truncated_start=truncated_start,
+        truncated_fraction=cfg.truncated_fraction,
+        seed=cfg.train.seed,
+        batch_size=cfg.train.batch_size,
+        train=train,
     )
+
+
+def train_residual_denoiser(
+    denoiser: ConditionalUNet2D,
+    pool: Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    num_sections: int,
+    *,
+    diffusion: DiffusionConfig,
+    pool_size: int,
+    truncated_start: int,
+    truncated_fraction: float,
+    seed: int,
+    batch_size: int,
+    train: Callable[..., TrainResult],
+) -> tuple[float, TrainResult]:
+    """Train a conditional denoiser in place on a pool of (conditioning, residual) patches.
+
+    ``pool(section_ids, num, rng)`` makes ``num`` patches from the given XY
+    sections: the training pool from most sections, fixed validation patches
+    from held-out ones (``holdout_sections``). The residuals are scaled to
+    unit RMS; returns that scale and the diffusion loss (``train(model,
+    sampler, loss_fn, validate)``, e.g. ``TrainedMethod.train_network``).
+    """
+    train_ids, val_ids = holdout_sections(num_sections)
+    options = {
+        "scheduler": make_scheduler(diffusion),
+        "truncated_start": truncated_start,
+        "truncated_fraction": truncated_fraction,
+    }
+    cond, residual = pool(train_ids, pool_size, np.random.default_rng([seed, 3]))
     scale = max(float(np.sqrt(np.mean(residual.astype(np.float64) ** 2))), _MIN_RESIDUAL_SCALE)
     sampler = RefinerPairs(cond, residual / np.float32(scale), **options)
-    val_rng = np.random.default_rng([cfg.train.seed, 4])
-    num_val = _VALIDATION_BATCHES * cfg.train.batch_size
-    val_cond, val_residual = skeleton_pairs(
-        skeleton, sections, val_ids, num=num_val, patch_size=cfg.train.patch_size, rng=val_rng
-    )
+    val_rng = np.random.default_rng([seed, 4])
+    num_val = _VALIDATION_BATCHES * batch_size
+    val_cond, val_residual = pool(val_ids, num_val, val_rng)
     val_batch = RefinerPairs(val_cond, val_residual / np.float32(scale), **options).sample_batch(
         val_rng, num_val
     )
     result = train(
-        PackedDenoiser(refiner), sampler, F.mse_loss, fixed_validation([val_batch], F.mse_loss)
+        PackedDenoiser(denoiser), sampler, F.mse_loss, fixed_validation([val_batch], F.mse_loss)
     )
-    refiner.requires_grad_(False).eval()
+    denoiser.requires_grad_(False).eval()
     return scale, result
 
 
@@ -181,21 +226,22 @@ def refine_planes(
     refiner: ConditionalUNet2D,
     cond: np.ndarray,
     *,
-    config: SkelEMConfig,
+    sampling: ResidualSampling,
+    diffusion: DiffusionConfig,
     key: tuple[int, int],
     origin: tuple[np.ndarray, int, int],
     device: torch.device,
     context: Callable[[], AbstractContextManager[Any]],
 ) -> np.ndarray:
-    """Sampled residuals (P, H, W), in residual-scale units, of planes with ``cond`` (P, 2, H, W).
+    """Sampled residuals (P, H, W), in residual-scale units, of planes with ``cond`` (P, C, H, W).
 
-    ``config.inference`` sets the sampler and the planes per call. The
-    starting noise is keyed by ``config.inference.seed``, ``key`` (sample
+    ``sampling`` sets the sampler and the planes per call, ``diffusion`` the
+    schedule. The starting noise is keyed by ``sampling.seed``, ``key`` (sample
     index, orientation) and ``origin``: the absolute plane indices (P,) and
     the absolute row and column of pixel (0, 0). ``context()`` wraps every
     refiner call (e.g. autocast).
     """
-    inference = config.inference
+    inference = sampling
     planes, rows, cols = origin
     num, _, height, width = cond.shape
     multiple = refiner.size_multiple
@@ -217,7 +263,8 @@ def refine_planes(
                 return refiner(x, t, c)
 
         with torch.inference_mode():
-            residual = _sample_residual(denoise, torch.from_numpy(noise).to(device), config)
+            start_noise = torch.from_numpy(noise).to(device)
+            residual = _sample_residual(denoise, start_noise, sampling, diffusion)
         out[start:stop] = residual[:, 0, :height, :width].float().cpu().numpy()
     return out
 
@@ -225,14 +272,14 @@ def refine_planes(
 def _sample_residual(
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     noise: torch.Tensor,
-    config: SkelEMConfig,
+    inference: ResidualSampling,
+    diffusion: DiffusionConfig,
 ) -> torch.Tensor:
     """Residual (N, 1, H, W) sampled with ``num_inference_steps`` calls of ``denoise(x_t, t)``.
 
     ``noise`` (N, 1, H, W) is the starting noise, the only noise drawn.
     """
-    inference = config.inference
-    scheduler = make_scheduler(config.diffusion)  # one per call: set_timesteps mutates it
+    scheduler = make_scheduler(diffusion)  # one per call: set_timesteps mutates it
 
     def fixed_noise(k: int, shape: tuple[int, ...]) -> torch.Tensor:
         if k != 0:
