@@ -281,3 +281,9 @@ def test_diffusion_teacher_orientations_are_blockwise_and_seeded():
         volume.to_numpy(), BlockRequest((0, 0, 0), tuple(slice(0, n) for n in shape))
     )[RESTORED]
     np.testing.assert_allclose(restored, 0.5 * (whole[XZ] + whole[YZ]), atol=1e-6)
+
+
+def test_training_options_given_in_part_keep_the_method_defaults():
+    config = D2RConfig(scale_factor=4, train={"num_steps": 5})
+    assert (config.train.num_steps, config.train.batch_size, config.train.patch_size) == (5, 4, 40)
+    assert config.train.learning_rate == 5e-4

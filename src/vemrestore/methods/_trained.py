@@ -166,7 +166,14 @@ class TrainedConfig(MethodConfig):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
-        return migrate_legacy_options(data, cls.legacy_names)
+        data = migrate_legacy_options(data, cls.legacy_names)
+        # Training options given in part keep this method's own defaults for the rest
+        # (e.g. its batch size and learning rate), not the generic TrainConfig's.
+        train = data.get("train") if isinstance(data, dict) else None
+        factory = cls.model_fields["train"].default_factory
+        if isinstance(train, Mapping) and factory is not None:
+            data = {**data, "train": {**factory().model_dump(), **train}}  # type: ignore[call-arg]
+        return data
 
     def with_step_budget(self, steps: int) -> Self:
         """This config training ``steps`` optimiser steps in all (``train.num_steps``), validated.
