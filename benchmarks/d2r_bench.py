@@ -195,7 +195,14 @@ def add_d2r(name, teacher, timer, observed, work, budgets, add, *, recovered=Fal
     """Stage II with ``teacher`` (timed), optionally its fused row, then stage III and its row."""
     factor = round(teacher.config.scale_factor)
     kind = "skeleton" if teacher.name == "skeleton" else "diffusion"
-    d2r = create_method("d2r", scale_factor=factor, teacher=kind, **budgets["d2r"])
+    teacher_options = teacher.config.model_dump(exclude={"method", "scale_factor", "profile"})
+    d2r = create_method(
+        "d2r",
+        scale_factor=factor,
+        teacher=kind,
+        teacher_options=teacher_options,
+        **budgets["d2r"],
+    )
     folder = work / name
     volumes = timer.run("recovered", d2r.recover, teacher, observed, folder, progress=False)
     if recovered:

@@ -77,6 +77,7 @@ def test_train_d2r_keeps_the_recovered_volumes_then_predicts(degraded_tif, confi
         assert open_volume(kept / f"{name}.zarr").shape == (48, 40, 40)
     saved = (model / "config.json").read_text()
     assert '"teacher": "diffusion"' in saved
+    assert not (model / "checkpoints" / "recovered").exists()  # kept only in --keep-recovered
     out = tmp_path / "restored.tif"
     result = runner.invoke(app, ["predict", str(model), str(degraded_tif), str(out)])
     assert result.exit_code == 0, result.output
@@ -99,3 +100,23 @@ def test_bad_options_give_one_line_and_exit_2(
     result = runner.invoke(app, args)
     assert_refused(result, fragment)
     assert not model.exists()
+
+
+def test_teacher_of_the_config_file_is_kept(degraded_tif, tmp_path):
+    config = tmp_path / "d2r.yaml"
+    config.write_text(
+        TINY_D2R.replace("teacher_options:", "teacher: skeleton\nteacher_options:").replace(
+            "  pool_size: 8\n", ""
+        )
+    )
+    model = tmp_path / "model"
+    args = ["train", "d2r", str(degraded_tif), "--out", str(model), "--config", str(config)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert '"teacher": "skeleton"' in (model / "config.json").read_text()
+
+
+def test_too_many_sampling_steps_give_one_line(degraded_tif, tmp_path, assert_refused):
+    model = tmp_path / "model"
+    args = ["train", "d2r", str(degraded_tif), "--out", str(model), "--sampling-steps", "5000"]
+    assert_refused(runner.invoke(app, args), "num_inference_steps=5000")

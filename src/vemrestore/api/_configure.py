@@ -275,6 +275,8 @@ def _with_overrides(
     if routed:
         try:
             config = config.with_sampling(**routed)  # type: ignore[attr-defined]
+        except ValidationError:
+            raise  # a bad value: reported per field, like every other option
         except ValueError as error:
             raise UserInputError(f"{error}") from None
         given = {key: value for key, value in given.items() if key not in routed}

@@ -471,11 +471,12 @@ def train_d2r(
     out: ModelOut,
     factor: AxialFactor = None,
     teacher: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="What restores the XZ/YZ planes in stage II: diffusion (D2R), skeleton or skelem."
+            help="What restores the XZ/YZ planes in stage II: diffusion (D2R, the default), "
+            "skeleton or skelem."
         ),
-    ] = "diffusion",
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(help="Training steps in all: teacher 60%, 3D network 40%."),
@@ -486,7 +487,7 @@ def train_d2r(
         Path | None,
         typer.Option(
             help="Folder to keep the stage II volumes in (xz.zarr, yz.zarr); default: "
-            "removed with the checkpoints."
+            "they are removed once the 3D network is trained."
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (D2RConfig).")] = None,

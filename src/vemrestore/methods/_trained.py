@@ -160,6 +160,11 @@ class TrainedConfig(MethodConfig):
         "planes_per_batch": "batch_size",
     }
 
+    # Whether a ``train`` mapping given in part is completed from this class's own
+    # ``train`` default (True) or from ``TrainConfig``'s (False, the older behaviour
+    # the skeleton, SkelEM and slice methods keep so that their benchmarks reproduce).
+    merge_partial_train: ClassVar[bool] = False
+
     train: TrainConfig = Field(default_factory=TrainConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
 
@@ -171,7 +176,7 @@ class TrainedConfig(MethodConfig):
         # (e.g. its batch size and learning rate), not the generic TrainConfig's.
         train = data.get("train") if isinstance(data, dict) else None
         factory = cls.model_fields["train"].default_factory
-        if isinstance(train, Mapping) and factory is not None:
+        if cls.merge_partial_train and isinstance(train, Mapping) and factory is not None:
             data = {**data, "train": {**factory().model_dump(), **train}}  # type: ignore[call-arg]
         return data
 

@@ -12,8 +12,8 @@ network learns only what interpolation misses.
 - An edge gate: the à-trous detail bands of every section (its membranes and
   edges) modulate each residual block, so the blocks act where the detail is.
 - A zero-initialised head: the untrained network returns the cubic upsample.
-- No normalisation layers, so a block restored alone equals the same region
-  of the whole volume wherever the halo covers ``receptive_field``.
+- No normalisation layers, so the network's output on a block equals that
+  on the whole volume wherever the halo covers ``receptive_field``.
 """
 
 from __future__ import annotations
@@ -113,14 +113,18 @@ class D2RNet3D(ConfiguredNetwork):
 
     @property
     def receptive_field(self) -> tuple[int, int]:
-        """Context (sections along z, pixels along y and x) each side that an output reads.
+        """Context (sections along z, pixels along y and x) each side that an output reads."""
+        return self.reach(len(self.blocks), self.wavelet_levels)
+
+    @staticmethod
+    def reach(num_blocks: int, wavelet_levels: int) -> tuple[int, int]:
+        """``receptive_field`` of a network of ``num_blocks`` blocks and ``wavelet_levels`` bands.
 
         Every 3x3x3 convolution on the main path reads one voxel more each
         side; the edge path adds the wavelet's reach and its own convolution.
         """
-        convolutions = 2 + 2 * len(self.blocks)  # stem, blocks, head
-        lateral = convolutions + 1 + atrous_halo(self.wavelet_levels)
-        return convolutions, lateral
+        convolutions = 2 + 2 * num_blocks  # stem, blocks, head
+        return convolutions, convolutions + 1 + atrous_halo(wavelet_levels)
 
     def edge_bands(self, sections: torch.Tensor) -> torch.Tensor:
         """À-trous detail bands of every section, (N, levels, D, H, W)."""

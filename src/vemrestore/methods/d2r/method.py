@@ -24,10 +24,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -46,10 +46,16 @@ from vemrestore.methods._base import (
     get_method,
     register_method,
 )
-from vemrestore.methods._persist import load_method, weights_digest
+from vemrestore.methods._persist import load_method
 from vemrestore.methods._trained import FitOptions, NormalizedMethod, stage_options
 from vemrestore.methods.d2r.config import TEACHERS, D2RConfig
-from vemrestore.methods.d2r.pairs import PackedNet3D, PairSource, StageThreePairs, stage_three_loss
+from vemrestore.methods.d2r.pairs import (
+    PAIR_MARGIN,
+    PackedNet3D,
+    PairSource,
+    StageThreePairs,
+    stage_three_loss,
+)
 from vemrestore.methods.interpolate import upsample_axial
 from vemrestore.models.d2r3d import D2RNet3D
 from vemrestore.normalize import PercentileNormalization
@@ -58,6 +64,8 @@ from vemrestore.train import TrainResult, fixed_validation
 __all__ = ["D2R", "PlaneOrientations"]
 
 _RECOVERED_RECORD = "recovered.json"
+# Beside the saved teacher: the signature of the input it was trained on.
+_TEACHER_INPUT = "trained_on.json"
 # Stage III holds out the last windows of each recovered volume along its degraded axis.
 _VALIDATION_FRACTION = 0.2
 
@@ -147,10 +155,10 @@ class D2R(AxialMethod, NormalizedMethod):
         options = {"channels": cfg.channels, "num_blocks": cfg.num_blocks}
         return {"net": D2RNet3D(cfg.factor, **options, wavelet_levels=cfg.wavelet_levels)}
 
-    @cached_property
+    @property
     def receptive_field(self) -> tuple[int, int]:
         """The 3D network's reach: (sections, pixels) each side."""
-        return self.build_networks()["net"].receptive_field  # type: ignore[return-value]
+        return D2RNet3D.reach(self.config.num_blocks, self.config.wavelet_levels)
 
     # -- training ------------------------------------------------------------
 
@@ -169,6 +177,7 @@ class D2R(AxialMethod, NormalizedMethod):
             If the volume is too small for the teacher or the stage III windows,
             or ``recovered_dir`` holds volumes this run did not write.
         """
+        self._check_size(volume.shape)
         checkpoint_dir = options.get("checkpoint_dir")
         with contextlib.ExitStack() as stack:
             if self.config.recovered_dir is not None:
@@ -181,28 +190,54 @@ class D2R(AxialMethod, NormalizedMethod):
             progress = options.get("progress", True)
             recovered = self.recover(teacher, volume, recovered_dir, progress=progress)
             self.fit_network(volume, recovered, **options)
+        if self.config.recovered_dir is None and checkpoint_dir is not None:
+            # Two float32 fine volumes: kept only while a later stage may need them.
+            shutil.rmtree(recovered_dir, ignore_errors=True)
         return self
+
+    def _check_size(self, shape: tuple[int, ...]) -> None:
+        """Refuse, before any training, a volume too small for the stage III windows."""
+        cfg = self.config
+        window = (cfg.patch_sections + 2 * PAIR_MARGIN) * cfg.factor
+        _, height, width = shape
+        fine = self.grid.num_fine(shape[0])
+        if min(height, width) < window or min(fine, height, width) < cfg.train.patch_size:
+            raise UserInputError(
+                f"d2r at factor {cfg.factor} needs at least {window} pixels along y and x and "
+                f"{cfg.train.patch_size} fine slices, got a volume of shape {tuple(shape)} "
+                "(use a larger volume, or lower patch_sections or train.patch_size)"
+            )
 
     def fit_teacher(self, volume: Volume, **options: Unpack[FitOptions]) -> Any:
         """Stage I: the teacher trained on the volume's XY sections (or loaded when finished)."""
+        from vemrestore.io import volume_signature
+
         checkpoint_dir = options.get("checkpoint_dir")
-        stage = stage_options(options, "teacher", label="d2r teacher")
+        config = self.config.teacher_config()
         saved = None if checkpoint_dir is None else Path(checkpoint_dir) / "teacher" / "model"
-        if saved is not None and (saved / "config.json").is_file():
+        trained_on = {"input": volume_signature(volume)}
+        if saved is not None and options.get("resume") and (saved / "config.json").is_file():
             teacher = load_method(saved)
-            if teacher.config != self.config.teacher_config():
+            same_training = teacher.config.model_dump(exclude={"inference"}) == config.model_dump(
+                exclude={"inference"}
+            )
+            record = json.loads((saved / _TEACHER_INPUT).read_text())
+            if not same_training or record != json.loads(json.dumps(trained_on)):
                 raise UserInputError(
-                    f"{saved} holds a teacher trained with other options (remove the run "
-                    "folder to start again)"
+                    f"{saved} holds a teacher trained with other options or on another input "
+                    "(start without --resume, or remove the run folder)"
                 )
-            return teacher
+            return teacher.with_inference(**config.inference.model_dump())  # type: ignore[attr-defined]
         with _timed(self.stage_seconds, "teacher"):
-            teacher = get_method(TEACHERS[self.config.teacher])(self.config.teacher_config())
-            teacher.fit(volume, **stage)
+            teacher = get_method(TEACHERS[self.config.teacher])(config)
+            teacher.fit(volume, **stage_options(options, "teacher", label="d2r teacher"))
         self.teacher_result = getattr(teacher, "train_result", None)
         if saved is not None:
             partial = saved.with_name("model.partial")
+            shutil.rmtree(partial, ignore_errors=True)
             teacher.save(partial)
+            (partial / _TEACHER_INPUT).write_text(json.dumps(trained_on))
+            shutil.rmtree(saved, ignore_errors=True)
             partial.rename(saved)
         return teacher
 
@@ -212,7 +247,9 @@ class D2R(AxialMethod, NormalizedMethod):
         """Stage II: the teacher's XZ and YZ restorations, written blockwise to ``directory``.
 
         A finished pair of volumes of the same teacher and input is reused; a
-        partial one resumes (the engine's ledger).
+        partial one resumes (the engine's ledger). ``recovered.json`` records the
+        teacher and input; a folder holding volumes without it, or of another
+        teacher or input, is refused and left untouched.
         """
         from vemrestore.engine import predict_volume
         from vemrestore.io import open_volume, volume_signature
@@ -225,15 +262,15 @@ class D2R(AxialMethod, NormalizedMethod):
             "input": volume_signature(volume),
         }
         record_path = directory / _RECOVERED_RECORD
-        done = all(path.exists() for path in paths.values())
-        if done or record_path.exists():
+        missing = {name: path for name, path in paths.items() if not path.exists()}
+        if len(missing) < len(paths) or record_path.exists():
             found = json.loads(record_path.read_text()) if record_path.exists() else None
             if found != json.loads(json.dumps(record)):
                 raise UserInputError(
-                    f"{directory} holds recovered volumes of another teacher or input "
-                    "(choose another recovered_dir, or remove it)"
+                    f"{directory} holds recovered volumes of another teacher or input, or "
+                    "volumes this program did not write (choose another recovered_dir)"
                 )
-        if not done:
+        if missing:
             directory.mkdir(parents=True, exist_ok=True)
             record_path.write_text(json.dumps(record, indent=1))
             with _timed(self.stage_seconds, "recovered"):
@@ -241,9 +278,12 @@ class D2R(AxialMethod, NormalizedMethod):
                     PlaneOrientations(teacher),  # type: ignore[arg-type]
                     volume,
                     None,
-                    extra_outputs=paths,
+                    extra_outputs=missing,
                     progress=progress,
                     pyramid=False,
+                    # A run killed between the two final renames left one volume finished:
+                    # the other (ours, per the record) is computed again from the start.
+                    overwrite=len(missing) < len(paths),
                 )
         return {name: open_volume(str(path)) for name, path in paths.items()}
 
@@ -290,7 +330,7 @@ class D2R(AxialMethod, NormalizedMethod):
             "num_sections": cfg.patch_sections,
             "patch_size": cfg.train.patch_size,
         }
-        window = (cfg.patch_sections + 2) * cfg.factor
+        window = (cfg.patch_sections + 2 * PAIR_MARGIN) * cfg.factor
         train_sources, val_sources = [], []
         for data, axis in fine:
             length = data.shape[axis]
@@ -303,7 +343,7 @@ class D2R(AxialMethod, NormalizedMethod):
             train_sources.append(PairSource(observed, 0, normalization, rows, observed=True))
         sampler = StageThreePairs(train_sources, **pairs)
         loss_fn = stage_three_loss(
-            margin=1,
+            margin=PAIR_MARGIN,
             factor=cfg.factor,
             profile=cfg.profile,
             hf_weight=cfg.hf_weight,
@@ -370,9 +410,6 @@ class D2R(AxialMethod, NormalizedMethod):
             slice(xs.start - x0, xs.stop - x0),
         )
         return {RESTORED: normalization.invert(fine[region])}
-
-    def run_fingerprint(self) -> dict[str, Any]:
-        return {"weights": weights_digest(*self.require_trained().values())}
 
 
 @contextlib.contextmanager

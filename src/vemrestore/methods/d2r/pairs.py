@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vemrestore.degrade._axial import AxialSectioning
+from vemrestore.degrade import AxialSectioning
 from vemrestore.errors import UserInputError
 from vemrestore.methods._trained import ArraySampler
 from vemrestore.methods.interpolate import upsample_axial
@@ -35,7 +35,10 @@ from vemrestore.models.d2r3d import D2RNet3D
 from vemrestore.models.wavelet import atrous_decompose
 from vemrestore.normalize import PercentileNormalization
 
-__all__ = ["PackedNet3D", "PairSource", "StageThreePairs", "stage_three_loss"]
+__all__ = ["PAIR_MARGIN", "PackedNet3D", "PairSource", "StageThreePairs", "stage_three_loss"]
+
+# Sections each side of a training window that give context but are left out of the loss.
+PAIR_MARGIN = 1
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class StageThreePairs(ArraySampler):
     profile: str
     num_sections: int
     patch_size: int
-    margin: int = 1
+    margin: int = PAIR_MARGIN
 
     def __post_init__(self) -> None:
         self.window = (self.num_sections + 2 * self.margin) * self.factor
@@ -91,11 +94,12 @@ class StageThreePairs(ArraySampler):
             start, stop = source.rows
             others = [n for i, n in enumerate(source.data.shape) if i != source.axis]
             length = self._length(source)
-            if stop - start < length or min(others) < self.patch_size:
+            usable = min(stop, source.data.shape[source.axis]) - start
+            if usable < length or min(others) < self.patch_size:
                 raise UserInputError(
                     f"D2R's 3D network needs {length} slices along the degraded axis "
                     f"and {self.patch_size} pixels across, got a volume of shape "
-                    f"{tuple(source.data.shape)} with {stop - start} usable slices (use a "
+                    f"{tuple(source.data.shape)} with {usable} usable slices (use a "
                     "larger volume, or a smaller patch_sections or train.patch_size)"
                 )
 

@@ -16,7 +16,7 @@ in front.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Literal, Unpack
+from typing import Any, ClassVar, Literal, Unpack
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -84,6 +84,8 @@ class PlaneDiffusionConfig(TrainedConfig, AxialConfig):
     inference : PlaneSampling
         Sampling options.
     """
+
+    merge_partial_train: ClassVar[bool] = True
 
     method: Literal["diffusion2d"] = "diffusion2d"
     profile: Literal["box", "gaussian"] = "box"

@@ -241,17 +241,16 @@ def refine_planes(
     the absolute row and column of pixel (0, 0). ``context()`` wraps every
     refiner call (e.g. autocast).
     """
-    inference = sampling
     planes, rows, cols = origin
     num, _, height, width = cond.shape
     multiple = refiner.size_multiple
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     out = np.empty((num, height, width), np.float32)
-    for start in range(0, num, inference.batch_size):
-        stop = min(start + inference.batch_size, num)
+    for start in range(0, num, sampling.batch_size):
+        stop = min(start + sampling.batch_size, num)
         c = pad_to_multiple(torch.from_numpy(cond[start:stop]).to(device), multiple)
         noise = keyed_normal(
-            inference.seed,
+            sampling.seed,
             *key,
             planes[start:stop],
             np.arange(rows, rows + padded_h),
