@@ -48,6 +48,7 @@ __all__ = [
     "PlaneMethod",
     "Skeleton",
     "SkeletonConfig",
+    "check_patch_fits_unet",
     "context_range",
     "fine_block",
     "fine_window",
@@ -91,13 +92,17 @@ class SkeletonConfig(TrainedConfig, AxialConfig):
 
     @model_validator(mode="after")
     def _patch_fits_unet(self) -> SkeletonConfig:
-        multiple = 2**self.depth
-        if self.train.patch_size % multiple:
-            raise ValueError(
-                f"train.patch_size={self.train.patch_size} must be a multiple of "
-                f"2**depth={multiple} (change patch_size or depth)"
-            )
+        check_patch_fits_unet(self.train.patch_size, self.depth)
         return self
+
+
+def check_patch_fits_unet(patch_size: int, depth: int) -> None:
+    """Raise ``ValueError`` unless ``patch_size`` is a multiple of a U-Net's ``2**depth``."""
+    if patch_size % 2**depth:
+        raise ValueError(
+            f"train.patch_size={patch_size} must be a multiple of "
+            f"2**depth={2**depth} (change patch_size or depth)"
+        )
 
 
 @dataclass(eq=False)

@@ -22,20 +22,19 @@ import numpy as np
 from pydantic import Field, model_validator
 from torch import nn
 
-from vemrestore.diffusion import (
-    DiffusionConfig,
-    load_scheduler_config,
-    make_scheduler,
-    sampling_timesteps,
-    save_scheduler_config,
-)
+from vemrestore.diffusion import DiffusionConfig, load_scheduler_config, save_scheduler_config
 from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, XZ, YZ, AxialConfig, BlockRequest, register_method
 from vemrestore.methods._trained import FitOptions, NormalizedMethod, SamplingConfig, TrainedConfig
+from vemrestore.methods.skelem.config import check_sampling_levels
 from vemrestore.methods.skelem.noise import Moments
-from vemrestore.methods.skelem.refiner import refine_planes, train_residual_denoiser
-from vemrestore.methods.skeleton import PairSampler, PlaneMethod
+from vemrestore.methods.skelem.refiner import (
+    refine_planes,
+    train_residual_denoiser,
+    truncated_start,
+)
+from vemrestore.methods.skeleton import PairSampler, PlaneMethod, check_patch_fits_unet
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig
@@ -102,21 +101,8 @@ class PlaneDiffusionConfig(TrainedConfig, AxialConfig):
 
     @model_validator(mode="after")
     def _check(self) -> PlaneDiffusionConfig:
-        multiple = 2**self.depth
-        if self.train.patch_size % multiple:
-            raise ValueError(
-                f"train.patch_size={self.train.patch_size} must be a multiple of "
-                f"2**depth={multiple} (change patch_size or depth)"
-            )
-        sampling = self.inference
-        num, strength = sampling.num_inference_steps, sampling.strength
-        levels = num if sampling.mode == "full" else round(num / strength)
-        if levels > self.diffusion.num_train_timesteps:
-            raise ValueError(
-                f"inference.num_inference_steps={num} needs {levels} of the "
-                f"diffusion.num_train_timesteps={self.diffusion.num_train_timesteps} levels "
-                "(lower inference.num_inference_steps or raise inference.strength)"
-            )
+        check_patch_fits_unet(self.train.patch_size, self.depth)
+        check_sampling_levels(self.inference, self.diffusion)
         return self
 
 
@@ -205,7 +191,7 @@ class PlaneDiffusion(PlaneMethod, NormalizedMethod):
             len(sections),
             diffusion=cfg.diffusion,
             pool_size=cfg.pool_size,
-            truncated_start=self._truncated_start(),
+            truncated_start=truncated_start(cfg.diffusion, cfg.inference),
             truncated_fraction=cfg.truncated_fraction,
             seed=cfg.train.seed,
             batch_size=cfg.train.batch_size,
@@ -218,15 +204,6 @@ class PlaneDiffusion(PlaneMethod, NormalizedMethod):
             train_result=result,
         )
         return self
-
-    def _truncated_start(self) -> int:
-        cfg = self.config
-        steps = sampling_timesteps(
-            make_scheduler(cfg.diffusion),
-            cfg.inference.num_inference_steps,
-            strength=cfg.inference.strength,
-        )
-        return int(steps[0])
 
     # -- prediction ----------------------------------------------------------
 

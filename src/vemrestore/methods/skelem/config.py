@@ -13,10 +13,17 @@ from vemrestore.diffusion import DiffusionConfig
 from vemrestore.errors import UserInputError
 from vemrestore.methods._base import AxialConfig
 from vemrestore.methods._trained import SamplingConfig, TrainedConfig
-from vemrestore.methods.skeleton import SkeletonConfig
+from vemrestore.methods.skeleton import SkeletonConfig, check_patch_fits_unet
 from vemrestore.train import TrainConfig
 
-__all__ = ["STEP_BUDGET_SHARES", "CycleConfig", "SkelEMConfig", "SkelEMInference", "split_steps"]
+__all__ = [
+    "STEP_BUDGET_SHARES",
+    "CycleConfig",
+    "SkelEMConfig",
+    "SkelEMInference",
+    "check_sampling_levels",
+    "split_steps",
+]
 
 # How a budget of training steps splits across SkelEM's stages (``with_step_budget``).
 STEP_BUDGET_SHARES = {"skeleton": 0.5, "refiner": 0.4, "cycle": 0.1}
@@ -55,6 +62,23 @@ class SkelEMInference(SamplingConfig):
     strength: float = Field(0.3, gt=0.0, le=1.0)
     consistency_projection: bool = True
     halo: int = Field(48, ge=0, le=4096)
+
+
+def check_sampling_levels(sampling: SamplingConfig, diffusion: DiffusionConfig) -> None:
+    """Raise ``ValueError`` unless the sampler's steps fit the schedule's levels.
+
+    ``sampling`` has ``mode`` ("full" or "truncated"), ``num_inference_steps``
+    and ``strength``.
+    """
+    num, strength = sampling.num_inference_steps, sampling.strength
+    steps = num if sampling.mode == "full" else round(num / strength)  # type: ignore[attr-defined]
+    if steps > diffusion.num_train_timesteps:
+        raise ValueError(
+            f"inference.num_inference_steps={num} at inference.strength={strength:g} "
+            f"needs {steps} of the diffusion.num_train_timesteps="
+            f"{diffusion.num_train_timesteps} levels (lower "
+            "inference.num_inference_steps or raise inference.strength)"
+        )
 
 
 class CycleConfig(BaseModel):
@@ -204,22 +228,8 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
                     f"skeleton.profile={self.skeleton.profile!r} differs from "
                     f"profile={self.profile!r} (set both alike, or leave skeleton.profile out)"
                 )
-        multiple = 2**self.depth
-        if self.train.patch_size % multiple:
-            raise ValueError(
-                f"train.patch_size={self.train.patch_size} must be a multiple of "
-                f"2**depth={multiple} (change patch_size or depth)"
-            )
-        inference = self.inference
-        num, strength = inference.num_inference_steps, inference.strength
-        steps = num if inference.mode == "full" else round(num / strength)
-        if steps > self.diffusion.num_train_timesteps:
-            raise ValueError(
-                f"inference.num_inference_steps={num} at inference.strength={strength:g} "
-                f"needs {steps} of the diffusion.num_train_timesteps="
-                f"{self.diffusion.num_train_timesteps} levels (lower "
-                "inference.num_inference_steps or raise inference.strength)"
-            )
+        check_patch_fits_unet(self.train.patch_size, self.depth)
+        check_sampling_levels(self.inference, self.diffusion)
         return self
 
     def training_stages(self) -> tuple[str, ...]:

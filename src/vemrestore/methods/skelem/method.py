@@ -13,8 +13,6 @@ from torch import nn
 
 from vemrestore.diffusion import (
     load_scheduler_config,
-    make_scheduler,
-    sampling_timesteps,
     save_scheduler_config,
 )
 from vemrestore.errors import UserInputError
@@ -25,7 +23,7 @@ from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
-from vemrestore.methods.skelem.refiner import refine_planes, train_refiner
+from vemrestore.methods.skelem.refiner import refine_planes, train_refiner, truncated_start
 from vemrestore.methods.skeleton import PlaneMethod, Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.normalize import PercentileNormalization
@@ -274,13 +272,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
 
     def _truncated_start(self) -> int:
         """``t0``: the first timestep of the truncated sampler (whatever ``mode`` is)."""
-        cfg = self.config
-        steps = sampling_timesteps(
-            make_scheduler(cfg.diffusion),
-            cfg.inference.num_inference_steps,
-            strength=cfg.inference.strength,
-        )
-        return int(steps[0])
+        return truncated_start(self.config.diffusion, self.config.inference)
 
     # -- geometry ------------------------------------------------------------
 

@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vemrestore.diffusion import DiffusionConfig, diffusion_target, make_scheduler, sample
+from vemrestore.diffusion import (
+    DiffusionConfig,
+    diffusion_target,
+    make_scheduler,
+    sample,
+    sampling_timesteps,
+)
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.noise import keyed_normal
 from vemrestore.methods.skeleton import PairSampler, Skeleton
@@ -28,6 +34,7 @@ __all__ = [
     "skeleton_pairs",
     "train_refiner",
     "train_residual_denoiser",
+    "truncated_start",
 ]
 
 # Patches per skeleton call when the refiner's training pool is made.
@@ -46,6 +53,17 @@ class ResidualSampling(Protocol):
     strength: float
     seed: int
     batch_size: int
+
+
+def truncated_start(diffusion: DiffusionConfig, sampling: ResidualSampling) -> int:
+    """``t0``: the first timestep of the truncated sampler of ``sampling`` (whatever its mode).
+
+    It also sets the truncated range of training timesteps.
+    """
+    steps = sampling_timesteps(
+        make_scheduler(diffusion), sampling.num_inference_steps, strength=sampling.strength
+    )
+    return int(steps[0])
 
 
 class PackedDenoiser(nn.Module):
