@@ -17,6 +17,13 @@ run .venv/bin/vemrestore bench --data "$MEDULLA/sample2_raw.tif" --labels "$MEDU
     --factors 8 --methods skeleton,skelem --metrics all \
     --options '{"skeleton": {"steps": 600}, "skelem": {"steps": 1200}}' \
     --json $OUT/axial_structure_learned_x8.json --overwrite
+run .venv/bin/vemrestore bench --data "$MEDULLA/sample2_raw.tif" --labels "$MEDULLA/sample2_bodies.tif" \
+    --factors 4 --methods skeleton,skelem --metrics all \
+    --options '{"skeleton": {"steps": 600}, "skelem": {"steps": 1200}}' \
+    --json $OUT/axial_structure_learned_x4.json --overwrite
+# D2R beside the skeleton and the supervised 3D network (see the README for the rows).
+run .venv/bin/python benchmarks/d2r_bench.py --factors 8 \
+    --rows cubic skeleton recovered d2r d2r-skeleton supervised --out $OUT/d2r_x8.json
 # Isotropy of a real anisotropic stack, no ground truth.
 run .venv/bin/vemrestore bench --no-reference "$DATA/isbi2012_sstem/test_raw.tif" \
     --methods nearest,linear,cubic --json $OUT/isotropy_isbi.json --overwrite
