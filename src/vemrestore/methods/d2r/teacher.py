@@ -239,10 +239,10 @@ class PlaneDiffusion(PlaneMethod, NormalizedMethod):
         oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
         xz_planes = np.ascontiguousarray(fine.transpose(1, 0, 2)[oy])  # (y, z, x)
         yz_planes = np.ascontiguousarray(fine.transpose(2, 0, 1)[ox])  # (x, z, y)
+        xz_origin = (np.arange(ys.start, ys.stop), f_lo, x_lo)
+        yz_origin = (np.arange(xs.start, xs.stop), f_lo, y_lo)
         xz, yz = Moments(), Moments()
         for index in range(self.config.inference.num_samples):
-            xz_origin = (np.arange(ys.start, ys.stop), f_lo, x_lo)
-            yz_origin = (np.arange(xs.start, xs.stop), f_lo, y_lo)
             xz.add(self._sample_planes(xz_planes, XZ, xz_origin, index))
             yz.add(self._sample_planes(yz_planes, YZ, yz_origin, index))
         assert xz.mean is not None and yz.mean is not None  # num_samples >= 1
