@@ -31,10 +31,8 @@ a killed run resumes from ``--work``. Retrain the shipped weights::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from skimage.segmentation import find_boundaries
 
+from vemrestore._shipped import write_shipped
 from vemrestore.bench import provenance
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.metrics import seeded_watershed, variation_of_information
@@ -239,15 +238,10 @@ def main() -> None:
     )
     net.cpu().eval()
     watershed, selection = choose_watershed(net)
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = weights.with_name(weights.name + ".partial")
-    torch.save(net.state_dict(), partial)
-    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
     record = {
         "network": NETWORK,
         "watershed": watershed,
         "watershed_selection_vi": selection,
-        "sha256": digest,
         "data": data,
         "steps": result.steps,
         "train_seconds": round(result.seconds, 1),  # summed over resumed runs
@@ -258,12 +252,7 @@ def main() -> None:
         "retrain": RETRAIN_COMMAND,
         **provenance(),
     }
-    record_partial = weights.with_suffix(".json.partial")
-    record_partial.write_text(json.dumps(record, indent=2) + "\n")
-    # The record first: a crash in between leaves a record describing the weights to come,
-    # which the digest check then reports, never new weights under an old record.
-    os.replace(record_partial, weights.with_suffix(".json"))
-    os.replace(partial, weights)
+    record = write_shipped(weights, net.state_dict(), record)
     print(json.dumps({k: record[k] for k in ("watershed", "steps", "wall_seconds")}, indent=2))
 
 

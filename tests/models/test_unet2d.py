@@ -36,8 +36,27 @@ def test_config_round_trip_and_zero_initial_output():
     net = UNet2D(1, 1, base_channels=4, depth=2)
     again = UNet2D(**net.config)
     again.load_state_dict(net.state_dict())
-    assert net.config == {"in_channels": 1, "out_channels": 1, "base_channels": 4, "depth": 2}
+    assert net.config == {
+        "in_channels": 1,
+        "out_channels": 1,
+        "base_channels": 4,
+        "depth": 2,
+        "space_to_depth": 1,
+    }
     assert torch.all(net(torch.randn(1, 1, 16, 16)) == 0)
+
+
+def test_space_to_depth_keeps_the_shape_and_needs_its_larger_multiple():
+    net = UNet2D(2, 3, base_channels=4, depth=2, space_to_depth=2)
+    assert net.size_multiple == 8
+    assert torch.all(net(torch.randn(1, 2, 16, 24)) == 0)  # zero head: silent at the start
+    torch.nn.init.normal_(net.head.weight)
+    out = net(torch.randn(2, 2, 16, 24))
+    assert out.shape == (2, 3, 16, 24)
+    # The four pixels of a 2x2 block get their own outputs, not one value repeated.
+    assert not torch.allclose(out[..., 0::2, 0::2], out[..., 1::2, 1::2])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.zeros(1, 2, 12, 16))
 
 
 def test_trains_to_fit_a_shift():

@@ -12,17 +12,15 @@ asked for (``load_segmenter("classical")``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from vemrestore._shipped import read_record, shipped_path
 from vemrestore.errors import UserInputError
 from vemrestore.metrics._image import PLANE_AXIS
 from vemrestore.metrics._segmentation import seeded_watershed, threshold_segmentation
@@ -49,39 +47,14 @@ ALL_PLANES = tuple(PLANE_AXIS)
 
 def default_weights_path() -> Path:
     """Where the shipped segmenter weights are (inside the installed package)."""
-    return Path(str(resources.files("vemrestore") / "weights" / "segmenter.pt"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return shipped_path("segmenter.pt")
 
 
 def _read_record(weights: Path) -> dict[str, Any]:
-    record_path = weights.with_suffix(".json")
     fix = f"reinstall vemrestore or retrain with `{RETRAIN_COMMAND}`"
     if not weights.is_file():
-        raise UserInputError(
-            f"segmenter weights not found at {weights}: {fix} "
-            "(or choose the classical segmenter explicitly)"
-        )
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserInputError(
-            f"segmenter record {record_path} is missing or unreadable ({error}); {fix}"
-        ) from None
-    digest = _sha256(weights)
-    if record.get("sha256") != digest:
-        raise UserInputError(
-            f"segmenter weights {weights} do not match the digest in {record_path.name} "
-            f"(file {digest[:12]}, record {str(record.get('sha256'))[:12]}): the file is "
-            f"damaged or was replaced; {fix}"
-        )
-    return record
+        fix += " (or choose the classical segmenter explicitly)"
+    return read_record(weights, what="segmenter weights", fix=fix)
 
 
 @dataclass

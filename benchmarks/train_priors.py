@@ -1,0 +1,167 @@
+"""Train the shipped skeleton prior: one network for every axial factor, fine-tuned per volume.
+
+The prior is the skeleton's U-Net (``vemrestore.methods.priors.SKELETON_PRIOR``:
+space-to-depth 2, so its levels run at half resolution, and a factor input
+channel) trained on XY-like planes degraded along one axis at a factor drawn
+log-uniformly from 2 to 12 per batch (``MixedFactorSampler``).
+
+Training data (never medulla sample2, which the axial benchmarks score; never
+ISBI train sections 15-29, which the slices benchmark scores):
+
+- medulla sample1 (10 nm isotropic FIB-SEM): its XY, XZ and YZ planes;
+- ``medulla_fibsem_small/train_raw``;
+- ISBI 2012 ``test_raw`` and ``train_raw`` sections 0-14 (4 nm ssTEM sections);
+- the EPFL hippocampus slices (5 nm FIB-SEM).
+
+Validation: ``medulla_fibsem_small/test_raw`` at factors 3, 5.5, 8 and 12
+(fixed batches). Writes ``skeleton_prior.pt`` (half-precision state dict) and
+``skeleton_prior.json`` (record: data, steps, wall time, machine, commit,
+SHA-256) to ``--out``; a killed run resumes from ``--work``. Retrain the
+shipped prior::
+
+    python benchmarks/train_priors.py --out src/vemrestore/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from vemrestore._shipped import write_shipped
+from vemrestore.bench import provenance
+from vemrestore.bench.datasets import real_dataset
+from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMAND, SKELETON_PRIOR
+from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
+from vemrestore.methods.skeleton_prior import MixedFactorSampler
+from vemrestore.normalize import PercentileNormalization
+from vemrestore.train import TrainConfig, fixed_validation, pixel_loss, split_batches
+
+ISBI_TRAIN_SECTIONS = slice(0, 15)
+VALIDATION_FACTORS = (3.0, 5.5, 8.0, 12.0)
+PATCH = 48
+
+
+def _load(name: str, sections: slice = slice(None)) -> np.ndarray:
+    path = real_dataset(name)
+    if path is None:
+        sys.exit(f"dataset {name} not found (set VEMRESTORE_DATA to the shared data folder)")
+    raw = tifffile.imread(path)[sections]
+    return PercentileNormalization.from_data(raw).apply(raw).astype(np.float32)
+
+
+def training_stacks() -> tuple[list[np.ndarray], list[float], dict[str, str]]:
+    """Normalised stacks, their sample shares, and a description for the record."""
+    sample1 = _load("medulla_sample1")
+    stacks = {
+        "medulla sample1 XY": (sample1, 0.2),
+        "medulla sample1 XZ": (np.ascontiguousarray(sample1.transpose(1, 0, 2)), 0.15),
+        "medulla sample1 YZ": (np.ascontiguousarray(sample1.transpose(2, 0, 1)), 0.15),
+        "medulla_fibsem_small train_raw": (_load("medulla_small_train"), 0.1),
+        "isbi2012 test_raw": (_load("isbi_test"), 0.1),
+        "isbi2012 train_raw sections 0-14": (_load("isbi_train", ISBI_TRAIN_SECTIONS), 0.1),
+        "epfl hippocampus slices": (_load("epfl_slices"), 0.2),
+    }
+    data = {
+        name: f"share {share}, shape {list(stack.shape)}" for name, (stack, share) in stacks.items()
+    }
+    arrays, shares = zip(*stacks.values(), strict=True)
+    return list(arrays), list(shares), data
+
+
+def validation_batches(batch_size: int) -> list:
+    """Fixed batches of ``medulla_fibsem_small/test_raw`` at each validation factor."""
+    test = _load("medulla_small_test")
+    rng = np.random.default_rng([0, 1])
+    batches = []
+    for factor in VALIDATION_FACTORS:
+        sampler = PairSampler(
+            test,
+            np.arange(test.shape[0]),
+            scale_factor=factor,
+            profile=SKELETON_PRIOR["profile"],
+            patch_size=PATCH,
+            context_planes=0,
+            factor_input=True,
+        )
+        batches += split_batches(*sampler.draw(rng, 2 * batch_size), batch_size)
+    return batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for skeleton_prior.pt/.json"
+    )
+    parser.add_argument("--work", type=Path, default=Path(".vemrestore-train/skeleton_prior"))
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--overwrite", action="store_true", help="replace existing weights")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    weights = args.out / PRIOR_FILES["skeleton"]
+    if weights.exists() and not args.overwrite:
+        sys.exit(f"{weights} exists; pass --overwrite to replace it")
+    train = TrainConfig(
+        num_steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=PATCH,
+        learning_rate=1e-3,
+        seed=0,
+        num_threads=args.threads,
+        device=args.device,
+        validate_every=500,
+        checkpoint_every=250,
+    )
+    method = Skeleton(SkeletonConfig(scale_factor=8.0, **SKELETON_PRIOR, train=train))
+    stacks, shares, data = training_stacks()
+    sampler = MixedFactorSampler(
+        stacks,
+        shares,
+        factor_range=(2.0, 12.0),
+        profile=SKELETON_PRIOR["profile"],
+        patch_size=PATCH,
+    )
+    loss_fn = pixel_loss(train.loss)
+    network = method.seeded_networks()["unet"]
+    start = time.perf_counter()
+    result = method.train_network(
+        network,
+        sampler,
+        loss_fn,
+        fixed_validation(validation_batches(train.batch_size), loss_fn),
+        checkpoint_dir=args.work,
+        resume=True,
+        description="skeleton prior",
+    )
+    network.cpu().eval()
+    record = {
+        "method": "skeleton",
+        "config": SKELETON_PRIOR,
+        "network": network.config,
+        "factor_range": [2.0, 12.0],
+        "data": data,
+        "validation": f"medulla_fibsem_small test_raw at factors {list(VALIDATION_FACTORS)}",
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 1),  # summed over resumed runs
+        "wall_seconds": round(time.perf_counter() - start, 1),  # of this (last) run
+        "val_losses": result.val_losses,
+        "train_config": train.model_dump(),
+        "retrain": RETRAIN_COMMAND,
+        **provenance(),
+    }
+    state = {key: value.half() for key, value in network.state_dict().items()}
+    record = write_shipped(weights, state, record)
+    print(json.dumps({k: record[k] for k in ("steps", "train_seconds", "sha256")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

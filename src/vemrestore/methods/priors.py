@@ -1,0 +1,115 @@
+"""Shipped priors: generalist weights a learned method starts from and fine-tunes.
+
+A method whose config names a ``prior`` ("shipped", or the path of a prior's
+``.pt`` file) starts training from those weights instead of random ones, so a
+short, self-supervised fine-tune on the user's volume replaces a long training
+from scratch. The weights carry a record beside them (``.json``: data, steps,
+wall time, machine, commit, SHA-256), checked at every load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vemrestore._shipped import read_record, shipped_path
+from vemrestore.errors import UserInputError
+
+__all__ = [
+    "FINE_TUNE",
+    "PRIOR_FILES",
+    "RETRAIN_COMMAND",
+    "SKELETON_PRIOR",
+    "apply_prior",
+    "prior_weights_path",
+    "read_prior",
+]
+
+RETRAIN_COMMAND = "python benchmarks/train_priors.py --out src/vemrestore/weights"
+PRIOR_FILES = {"skeleton": "skeleton_prior.pt"}
+
+#: The skeleton options the shipped prior was trained with (its architecture and forward model).
+SKELETON_PRIOR: dict[str, Any] = {
+    "base_channels": 24,
+    "depth": 2,
+    "space_to_depth": 2,
+    "factor_input": True,
+    "context_planes": 0,
+    "profile": "box",
+}
+
+#: Training options of a fine-tune from a prior: a short budget at a lower learning rate,
+#: validated often on held-out sections, stopping once it stops improving (best weights kept).
+FINE_TUNE: dict[str, Any] = {
+    "num_steps": 400,
+    "learning_rate": 3e-4,
+    "validate_every": 25,
+    "patience": 4,
+}
+
+
+def prior_weights_path(prior: str, method: str) -> Path:
+    """The weights file of ``prior``: ``"shipped"`` (in the package) or a path."""
+    if prior == "shipped":
+        if method not in PRIOR_FILES:
+            raise UserInputError(f"no prior is shipped for method {method!r}")
+        return shipped_path(PRIOR_FILES[method])
+    return Path(prior)
+
+
+def read_prior(prior: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record and the state dict of a prior, its digest checked.
+
+    Raises
+    ------
+    UserInputError
+        One line naming the file: missing, unreadable, damaged, or the prior
+        of another method.
+    """
+    import torch
+
+    from vemrestore.train import torch_load_reason
+
+    path = prior_weights_path(prior, method)
+    fix = (
+        f"reinstall vemrestore or retrain with `{RETRAIN_COMMAND}`, or pass --from-scratch"
+        if prior == "shipped"
+        else "give the .pt file of a prior with its .json record, or pass --from-scratch"
+    )
+    record = read_record(path, what=f"{method} prior weights", fix=fix)
+    if record.get("method") != method:
+        raise UserInputError(
+            f"{path} is a prior of method {record.get('method')!r}, not {method!r}; {fix}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged zip/pickle
+        raise UserInputError(
+            f"{method} prior weights {path} could not be loaded ({torch_load_reason(error)}); {fix}"
+        ) from None
+    return record, state
+
+
+def apply_prior(network: nn.Module, prior: str, method: str) -> dict[str, Any]:
+    """Load the prior's weights into ``network`` (a ``ConfiguredNetwork``); return its record.
+
+    Raises
+    ------
+    UserInputError
+        If the prior cannot be read (`read_prior`) or was trained for another
+        architecture than ``network``'s (naming the options that differ).
+    """
+    record, state = read_prior(prior, method)
+    expected = getattr(network, "config", None)
+    if record.get("network") != expected:
+        saved = record.get("network") or {}
+        differ = sorted(k for k in {**saved, **(expected or {})} if saved.get(k) != expected.get(k))
+        options = ", ".join(f"{k}={saved.get(k)!r} (config: {expected.get(k)!r})" for k in differ)
+        raise UserInputError(
+            f"the {method} prior {prior_weights_path(prior, method)} was trained with {options}; "
+            "drop the architecture options that differ, or pass --from-scratch"
+        )
+    network.load_state_dict({key: value.float() for key, value in state.items()})
+    return record
