@@ -50,8 +50,7 @@ import torch
 
 from vemrestore.bench import provenance, real_dataset
 from vemrestore.bench._axial import TRUTH_ROW, AxialResult, format_table, save_results
-from vemrestore.bench._scores import AxialScorer
-from vemrestore.degrade import AxialSectioning
+from vemrestore.bench._scores import section_cube
 from vemrestore.engine import predict_array
 from vemrestore.io import Volume, open_volume
 from vemrestore.methods import XZ, YZ, create_method
@@ -105,20 +104,10 @@ def bench_factor(
 ) -> list[AxialResult]:
     dataset = "medulla_fibsem_10nm/sample2_raw"
     budgets = _budgets(args)
-    sectioning = AxialSectioning(factor)
-    sections, info = sectioning.apply(truth)
-    fine = truth[: info.num_fine]
-    scorer = AxialScorer(
-        fine,
-        sections,
-        sectioning,
-        voxel_size_nm=10.0,
-        data_range=255.0,
-        metrics=("psnr", "ssim", "frc", "consistency", "seg", "perceptual"),
-        labels=None if labels is None else labels[: info.num_fine],
-        segmenter=segmenter,
+    cube = section_cube(
+        truth, factor, labels=labels, segmenter=segmenter, voxel_size_nm=10.0, source=dataset
     )
-    observed = Volume(sections, voxel_size=(10.0 * factor, 10.0, 10.0), source=dataset)
+    sections, observed, scorer, fine = cube.sections, cube.observed, cube.scorer, cube.fine
     results: list[AxialResult] = []
     scores, _ = scorer.score(fine)
     results.append(AxialResult(dataset, TRUTH_ROW, factor, 0, 0, 0, scores))

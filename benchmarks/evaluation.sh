@@ -15,11 +15,11 @@ run .venv/bin/vemrestore bench --data "$MEDULLA/sample2_raw.tif" --labels "$MEDU
     --factors 4 8 --methods nearest,linear,cubic --metrics all --json $OUT/axial_structure.json --overwrite
 run .venv/bin/vemrestore bench --data "$MEDULLA/sample2_raw.tif" --labels "$MEDULLA/sample2_bodies.tif" \
     --factors 8 --methods skeleton,skelem --metrics all \
-    --options '{"skeleton": {"steps": 600}, "skelem": {"steps": 1200}}' \
+    --options '{"skeleton": {"steps": 600, "from_scratch": true}, "skelem": {"steps": 1200}}' \
     --json $OUT/axial_structure_learned_x8.json --overwrite
 run .venv/bin/vemrestore bench --data "$MEDULLA/sample2_raw.tif" --labels "$MEDULLA/sample2_bodies.tif" \
     --factors 4 --methods skeleton,skelem --metrics all \
-    --options '{"skeleton": {"steps": 600}, "skelem": {"steps": 1200}}' \
+    --options '{"skeleton": {"steps": 600, "from_scratch": true}, "skelem": {"steps": 1200}}' \
     --json $OUT/axial_structure_learned_x4.json --overwrite
 # D2R beside the skeleton and the supervised 3D network (see the README for the rows).
 run .venv/bin/python benchmarks/d2r_bench.py --factors 8 \

@@ -29,7 +29,12 @@ def test_configure_applies_typed_overrides_on_top_of_the_file(tmp_path):
         "method: skeleton\nscale_factor: 2\nbase_channels: 4\ntrain:\n  batch_size: 3\n"
     )
     method = api.configure(
-        "skeleton", factor=8, config=path, steps=5, inference={"halo": 12, "batch_size": None}
+        "skeleton",
+        factor=8,
+        config=path,
+        steps=5,
+        inference={"halo": 12, "batch_size": None},
+        from_scratch=True,
     )
     cfg = method.config
     assert cfg.scale_factor == 8 and cfg.base_channels == 4
@@ -98,6 +103,7 @@ def test_train_then_predict_through_the_facade(thick_tif, tmp_path):
         base_channels=4,
         depth=2,
         train=TINY_TRAIN,
+        from_scratch=True,
     )
     assert (model / "weights.pt").exists()
     out = tmp_path / "restored.tif"

@@ -40,7 +40,7 @@ def _one_error_line(result) -> str:
 
 def test_a_file_without_scale_factor_takes_the_factor_option(tmp_path):
     path = _config(tmp_path, "method: skeleton\nbase_channels: 4\n")
-    config = api.configure("skeleton", factor=4, config=path).config
+    config = api.configure("skeleton", factor=4, config=path, from_scratch=True).config
     assert config.scale_factor == 4 and config.base_channels == 4
 
 

@@ -85,6 +85,7 @@ def test_restore_volume_trains_a_learned_method():
         steps=2,
         base_channels=4,
         train={"batch_size": 2, "patch_size": 8},
+        from_scratch=True,
     )
     assert fine.shape == (12, 16, 16) and np.isfinite(fine.data).all()
     assert fine.voxel_size == (10.0, 10.0, 10.0) and fine.translation == (95.0, 0.0, 0.0)

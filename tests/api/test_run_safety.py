@@ -36,6 +36,7 @@ TINY_SKELETON = {
     "base_channels": 4,
     "depth": 2,
     "train": {"num_steps": 2, "batch_size": 2, "patch_size": 16},
+    "from_scratch": True,
 }
 
 

@@ -152,6 +152,7 @@ def test_train_skeleton_then_predict(degraded_tif, tmp_path):
             str(model),
             "--config",
             str(config),
+            "--from-scratch",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -182,6 +183,7 @@ def test_iso_skeleton_one_shot(degraded_tif, tmp_path):
             str(config),
             "--steps",
             "2",
+            "--from-scratch",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -259,7 +261,7 @@ def test_killed_iso_resumes_its_training_and_gives_the_same_output(
     config = tmp_path / "skeleton.yaml"
     config.write_text(TINY_SKELETON)
     args = ["iso", str(degraded_tif), "--factor", "4", "--method", "skeleton"]
-    args += ["--config", str(config)]
+    args += ["--config", str(config), "--from-scratch"]
     reference = tmp_path / "reference.tif"
     assert runner.invoke(app, [args[0], args[1], str(reference), *args[2:]]).exit_code == 0
 

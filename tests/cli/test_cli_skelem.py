@@ -99,9 +99,8 @@ def test_train_skelem_on_a_given_skeleton_then_predict(degraded_tif, config, tmp
     )
     skeleton = tmp_path / "skeleton"
     base = [str(degraded_tif), "--factor", "4"]
-    result = runner.invoke(
-        app, ["train", "skeleton", *base, "--out", str(skeleton), "--config", str(skeleton_config)]
-    )
+    args = ["train", "skeleton", *base, "--out", str(skeleton), "--config", str(skeleton_config)]
+    result = runner.invoke(app, [*args, "--from-scratch"])
     assert result.exit_code == 0, result.output
     model = tmp_path / "skelem"
     args = ["train", "skelem", *base, "--out", str(model), "--config", str(config)]

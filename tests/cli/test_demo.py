@@ -14,14 +14,16 @@ def test_demo_runs_offline_and_writes_outputs(tmp_path, monkeypatch):
     # No real data: the demo must fall back to the labelled synthetic phantom.
     monkeypatch.setenv("VEMRESTORE_DATA", str(tmp_path / "no-data-here"))
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    # A short fine-tune keeps the test quick; the default budget is FINE_TUNE's.
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--steps", "20"])
     assert result.exit_code == 0, result.output
     assert (out / "orthoview.png").stat().st_size > 10_000
-    assert open_volume(out / "restored_cubic.tif").dtype == np.uint8  # as the phantom
+    # The default shows the skeleton (its shipped prior, fine-tuned) beside the baselines.
+    assert open_volume(out / "restored_skeleton.tif").dtype == np.uint8  # as the phantom
     metrics = json.loads((out / "metrics.json").read_text())
     assert "SYNTHETIC" in metrics["data"]
     psnr = {r["method"]: r["psnr"] for r in metrics["results"]}
-    assert psnr["cubic"] > psnr["nearest"]
+    assert psnr["cubic"] > psnr["nearest"] and np.isfinite(psnr["skeleton"])
 
 
 def _small_demo_volume(dtype):
@@ -38,7 +40,8 @@ def _small_demo_volume(dtype):
 def test_demo_volumes_keep_the_input_dtype(tmp_path, monkeypatch, dtype, written):
     monkeypatch.setattr(_demo, "_demo_volume", _small_demo_volume(dtype))
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--factor", "4"])
+    args = ["demo", "--out", str(out), "--factor", "4", "--method", "cubic"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     degraded, restored = (
         open_volume(out / "degraded_x4.tif"),

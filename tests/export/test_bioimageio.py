@@ -130,10 +130,18 @@ def test_upsampling_matrix_equals_upsample_axial(scale_factor):
         (lambda: _skeleton(), [(9, 20, 17), (6, 33, 12)]),
         (lambda: _skeleton(context_planes=1, fusion="geometric"), [(7, 18, 21)]),
         (lambda: _skeleton(scale_factor=2.5), [(8, 13, 19)]),
+        (lambda: _skeleton(space_to_depth=2, factor_input=True), [(9, 20, 17)]),
         (lambda: _lateral(2), [(2, 19, 23), (3, 8, 13)]),
         (lambda: _lateral(3), [(1, 14, 9)]),
     ],
-    ids=["skeleton", "skeleton-context-geometric", "skeleton-x2.5", "lateral-x2", "lateral-x3"],
+    ids=[
+        "skeleton",
+        "skeleton-context-geometric",
+        "skeleton-x2.5",
+        "skeleton-prior-layout",
+        "lateral-x2",
+        "lateral-x3",
+    ],
 )
 def test_tile_modules_reproduce_predict_block(make, shapes):
     """Eager and TorchScript modules equal the method's own prediction, at any tile size."""

@@ -48,7 +48,7 @@ class _Sampler:
 
 
 def _mean_weight(model) -> float:
-    return float(sum(p.sum() for p in model.parameters()))
+    return float(sum(p.detach().sum() for p in model.parameters()))
 
 
 @pytest.mark.realdata
@@ -280,3 +280,81 @@ def test_unknown_loss_and_missing_cuda_are_user_errors():
                 config=_config(device="cuda"),
                 progress=False,
             )
+
+
+class _ScriptedValidation:
+    """Validation losses from a script, one per call; records the weights it saw."""
+
+    def __init__(self, losses: list[float]) -> None:
+        self.losses = list(losses)
+        self.seen: list[float] = []
+
+    def __call__(self, model) -> float:
+        self.seen.append(_mean_weight(model))
+        return self.losses.pop(0)
+
+
+def test_patience_stops_early_and_keeps_the_best_weights():
+    # Validations at steps 0, 5, 10, 15, 20: best at step 5, then 3 worse ones -> stop at 20.
+    validate = _ScriptedValidation([1.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
+    model = _model()
+    result = fit_model(
+        model,
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=_config(num_steps=60, validate_every=5, patience=3),
+        validate=validate,
+        progress=False,
+    )
+    assert result.steps == 20
+    assert [step for step, _ in result.val_losses] == [0, 5, 10, 15, 20]
+    assert result.best_step == 5
+    assert _mean_weight(model) == pytest.approx(validate.seen[1], rel=1e-6)
+    assert _mean_weight(model) != pytest.approx(validate.seen[-1], rel=1e-6)
+
+
+def test_patience_keeps_the_starting_weights_when_training_never_helps():
+    model = _model()
+    start = _mean_weight(model)
+    result = fit_model(
+        model,
+        sample_batch=_Sampler(),
+        loss_fn=pixel_loss("l1"),
+        config=_config(num_steps=60, validate_every=10, patience=2),
+        validate=_ScriptedValidation([0.1, 0.2, 0.3, 0.4]),
+        progress=False,
+    )
+    assert result.best_step == 0 and result.steps == 20
+    assert _mean_weight(model) == pytest.approx(start, rel=1e-6)
+
+
+def test_an_early_stopped_run_resumes_as_stopped(tmp_path):
+    def run(losses, crash_after=None):
+        return fit_model(
+            _model(),
+            sample_batch=_Sampler(crash_after),
+            loss_fn=pixel_loss("l1"),
+            config=_config(num_steps=60, validate_every=5, checkpoint_every=5, patience=2),
+            validate=_ScriptedValidation(losses),
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run([1.0, 0.5, 0.6], crash_after=12)  # checkpoint at 10 holds the best of step 5
+    resumed = run([0.7])  # step 15: a second worse validation -> stop
+    assert resumed.steps == 15 and resumed.best_step == 5
+    again = run([])  # already stopped: no step, no validation
+    assert again.steps == 15 and again.best_step == 5
+
+
+def test_patience_without_validation_is_refused():
+    with pytest.raises(ValueError, match="needs a validation"):
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l1"),
+            config=_config(patience=2),
+            progress=False,
+        )

@@ -19,6 +19,7 @@ from vemrestore.methods import (
     load_config_options,
     method_config_class,
 )
+from vemrestore.methods.priors import prior_conflicts, shipped_prior_options
 
 __all__ = [
     "FACTOR_TOLERANCE",
@@ -157,9 +158,15 @@ def configure(
     config: Path | None = None,
     steps: int | None = None,
     inference: dict[str, Any] | None = None,
+    from_scratch: bool = False,
     **options: Any,
 ) -> Method:
     """Method ``name`` from its YAML config (if given) with overrides, validated together.
+
+    A method with a shipped prior (``vemrestore.methods.priors``) starts from
+    it, with the prior's architecture and a short fine-tune
+    (``shipped_prior_options``) under the file's options and the overrides,
+    unless ``from_scratch``.
 
     Parameters
     ----------
@@ -176,6 +183,8 @@ def configure(
     inference : dict, optional
         Inference options (fields of ``config.inference``), e.g.
         ``{"num_inference_steps": 4, "num_samples": 2}``; None values are ignored.
+    from_scratch : bool
+        Train from random weights: no prior, and the method's own defaults.
     **options
         Top-level config fields (None values are ignored).
 
@@ -184,7 +193,8 @@ def configure(
     UserInputError
         For an unknown method, a config file that is unreadable, of another
         method, or with an unknown, missing or invalid option (naming the
-        file), or an override the method does not have (named by its CLI option).
+        file), an override the method does not have (named by its CLI
+        option), or architecture options the shipped prior was not trained with.
     pydantic.ValidationError
         For invalid override values (the message names the field).
     """
@@ -198,6 +208,12 @@ def configure(
             )
     else:
         data = {"method": name}
+    if from_scratch:
+        if "prior" not in config_cls.model_fields:
+            raise UserInputError(
+                f"--from-scratch does not apply to method {name!r}: it has no shipped prior"
+            )
+        data["prior"] = None
     if factor is not None:
         if not issubclass(config_cls, AxialConfig):
             raise UserInputError(
@@ -210,9 +226,32 @@ def configure(
     if "skeleton_path" in given:
         data.pop("skeleton", None)  # a given skeleton replaces the one to train
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
-    method_config = _validate(config_cls, {**data, **given}, config, overrides)
+    combined = {**data, **given} if from_scratch else _under_prior(name, {**data, **given})
+    method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
+    conflicts = prior_conflicts(name, method_config)
+    if conflicts:
+        raise UserInputError(
+            f"the shipped {name} prior was trained with other options: {', '.join(conflicts)} "
+            "(drop those options to fine-tune the prior, or pass --from-scratch)"
+        )
     return get_method(name)(method_config)
+
+
+def _under_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (the file's options and the overrides) on top of the options that start
+    ``name`` from its shipped prior.
+
+    ``train`` merges one level deep, so ``train: {num_steps: 800}`` keeps the
+    fine-tune's learning rate and early stopping.
+    """
+    defaults = shipped_prior_options(name)
+    if not defaults:
+        return data
+    merged = {**defaults, **data}
+    if isinstance(data.get("train"), dict):
+        merged["train"] = {**defaults["train"], **data["train"]}
+    return merged
 
 
 def _validate(

@@ -40,7 +40,9 @@ __all__ = [
     "DEFAULT_METRICS",
     "METRIC_GROUPS",
     "AxialScorer",
+    "SectionedCube",
     "parse_metrics",
+    "section_cube",
     "xz_planes",
 ]
 
@@ -220,3 +222,59 @@ class AxialScorer:
         frequency, log_power = radial_power_spectrum(xz_planes(r), voxel_size=self.voxel_size_nm)
         extras["spectrum"] = {"frequency": frequency.tolist(), "log_power": log_power.tolist()}
         return scores
+
+
+@dataclass
+class SectionedCube:
+    """An isotropic cube sectioned along z, ready to restore and score.
+
+    Attributes
+    ----------
+    sections : numpy.ndarray
+        The thick sections (float32), what a method sees.
+    observed : Volume
+        ``sections`` with their voxel size (z times the factor) and source.
+    fine : numpy.ndarray
+        The truth on the fine grid the restorations have.
+    scorer : AxialScorer
+        Every measure of ``METRIC_GROUPS`` against ``fine`` (and the labels).
+    """
+
+    sections: np.ndarray
+    observed: Any
+    fine: np.ndarray
+    scorer: AxialScorer
+
+
+def section_cube(
+    truth: np.ndarray,
+    factor: float,
+    *,
+    labels: np.ndarray | None,
+    segmenter: Any,
+    voxel_size_nm: float,
+    source: str,
+) -> SectionedCube:
+    """Section ``truth`` by ``factor`` (box profile) and score with all metric groups.
+
+    The benchmark scripts' common start: one forward model, one scorer.
+    """
+    from vemrestore.io import Volume
+
+    sectioning = AxialSectioning(factor)
+    sections, info = sectioning.apply(truth)
+    sections = sections.astype(np.float32)
+    fine = truth[: info.num_fine]
+    scorer = AxialScorer(
+        fine,
+        sections,
+        sectioning,
+        voxel_size_nm=voxel_size_nm,
+        data_range=255.0,
+        metrics=METRIC_GROUPS,
+        labels=None if labels is None else labels[: info.num_fine],
+        segmenter=segmenter,
+    )
+    size = (voxel_size_nm * factor, voxel_size_nm, voxel_size_nm)
+    observed = Volume(sections, voxel_size=size, source=source)
+    return SectionedCube(sections, observed, fine, scorer)

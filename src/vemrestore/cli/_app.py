@@ -245,6 +245,14 @@ SkeletonDir = Annotated[
     Path | None,
     typer.Option("--skeleton", help="skelem: reuse a trained skeleton (`train skeleton --out`)."),
 ]
+FromScratch = Annotated[
+    bool,
+    typer.Option(
+        "--from-scratch",
+        help="skeleton: train from random weights instead of fine-tuning the shipped prior "
+        "(default budget 2000 steps, not the fine-tune's 1000).",
+    ),
+]
 Block = Annotated[
     BlockShape,
     typer.Option(
@@ -320,6 +328,7 @@ def iso(
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
     skeleton: SkeletonDir = None,
+    from_scratch: FromScratch = False,
     config: Annotated[
         Path | None, typer.Option(help="YAML config of the method (learned methods).")
     ] = None,
@@ -336,6 +345,10 @@ def iso(
 
     The factor is the input's z / x voxel size unless --factor gives it; the
     output overlays the input in space (its translation says where).
+
+    The skeleton method starts from the prior shipped with vemrestore and
+    fine-tunes it on the input for a few minutes (held-out sections stop it
+    once it no longer improves); --from-scratch trains from random weights.
 
     Methods with several outputs write them in one pass: skelem writes DST's
     siblings NAME_consistency (where the result disagrees with the observed
@@ -359,6 +372,7 @@ def iso(
         **_output_options(block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size),
         force=force,
         skeleton_path=skeleton,
+        from_scratch=from_scratch or None,
     )
     _report_written(written)
 
@@ -417,6 +431,7 @@ def train_skeleton(
     out: ModelOut,
     factor: AxialFactor = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    from_scratch: FromScratch = False,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkeletonConfig).")] = None,
     resume: Resume = False,
     overwrite: ModelOverwrite = False,
@@ -424,9 +439,9 @@ def train_skeleton(
     voxel_size: Voxels = None,
     force: Force = False,
 ) -> None:
-    """Train the skeleton network on the volume's own XY slices."""
+    """Fine-tune the shipped skeleton prior on the volume's own XY slices (or --from-scratch)."""
     common = (factor, steps, config, resume, overwrite, channel, voxel_size, force)
-    _train_and_save("skeleton", src, out, *common)
+    _train_and_save("skeleton", src, out, *common, from_scratch=from_scratch or None)
 
 
 @train_app.command("skelem")
@@ -675,7 +690,13 @@ def demo(
     factor: Annotated[
         float, typer.Option("--factor", "-k", help="Axial factor to simulate.")
     ] = 8.0,
-    method: Annotated[str, typer.Option(help="Method to show beside the baselines.")] = "cubic",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Method to show beside the baselines (default: the skeleton, its shipped "
+            "prior fine-tuned on the degraded cube)."
+        ),
+    ] = "skeleton",
     steps: Annotated[
         int | None,
         typer.Option(

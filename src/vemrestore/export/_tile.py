@@ -113,6 +113,7 @@ def _skeleton(method: Any) -> TileModel:
         "network": network,
         "scale_factor": float(cfg.scale_factor),
         "context_planes": cfg.context_planes,
+        "factor_input": cfg.factor_input,
         "fusion": cfg.fusion,
         "low": norm.low,
         "high": norm.high,
@@ -123,7 +124,7 @@ def _skeleton(method: Any) -> TileModel:
     period = round(q * k)  # fine slices in q sections
     halo_z = period * math.ceil(halo / period) if halo else 0
     sections = max(4, math.ceil((2 * halo_z + 1) / k))
-    side = max(2 * halo + 1, 2**cfg.depth)
+    side = max(2 * halo + 1, method.plane_multiple)
     geometry = TileGeometry(
         axial_factor=k,
         lateral_factor=1,

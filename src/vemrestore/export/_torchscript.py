@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vemrestore.methods.skeleton import factor_code
 from vemrestore.models.edge_attention import EdgeAttentionSRNet
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
@@ -113,6 +114,8 @@ class SkeletonTile(nn.Module):
         Axial factor ``k``: a tile of ``Z`` sections gives ``round(Z k)`` slices.
     context_planes : int
         ``SkeletonConfig.context_planes``.
+    factor_input : bool
+        ``SkeletonConfig.factor_input``: the network takes a constant factor channel.
     fusion : {"mean", "geometric"}
         How the XZ and YZ predictions are combined.
     low, high : float
@@ -134,6 +137,7 @@ class SkeletonTile(nn.Module):
         network: dict[str, int],
         scale_factor: float,
         context_planes: int = 0,
+        factor_input: bool = False,
         fusion: str = "mean",
         low: float,
         high: float,
@@ -146,15 +150,23 @@ class SkeletonTile(nn.Module):
         self.scale_factor = float(scale_factor)
         self.context_planes = int(context_planes)
         self.spacing = max(1, round(scale_factor))
-        self.multiple = 2 ** int(network.get("depth", 3))
+        self.multiple = int(self.net.size_multiple)
+        self.factor_input = bool(factor_input)
+        self.factor = float(factor_code(scale_factor))
         self.geometric = fusion == "geometric"
         self.low, self.gain, self.span = _scales(PercentileNormalization(low, high))
         self.batch_size = int(batch_size)
 
     def example_input(self) -> torch.Tensor:
         """An input of a size the network is traced at (planes a multiple of its pooling)."""
-        channels = 2 * self.context_planes + 1
+        channels = 2 * self.context_planes + 1 + int(self.factor_input)
         return torch.zeros(2, channels, 4 * self.multiple, 5 * self.multiple)
+
+    def _with_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the factor channel appended when the network takes one."""
+        if not self.factor_input:
+            return x
+        return torch.cat([x, torch.full_like(x[:, :1], self.factor)], dim=1)
 
     def _planes(self, stack: torch.Tensor) -> torch.Tensor:
         """Restore every plane of ``stack`` (P, H, W): ``Skeleton.predict_planes``."""
@@ -166,7 +178,7 @@ class SkeletonTile(nn.Module):
         out = torch.empty_like(stack)
         for start in range(0, count, self.batch_size):
             x = stack[chosen[start : start + self.batch_size]]
-            residual = self.net(pad_to_multiple(x, self.multiple))
+            residual = self.net(pad_to_multiple(self._with_factor(x), self.multiple))
             out[start : start + self.batch_size] = x[:, n] + residual[:, 0, :height, :width]
         return out
 

@@ -188,6 +188,7 @@ def train_record(result: Any, **extra: Any) -> dict[str, Any]:
         "seconds": result.seconds,
         "losses": result.history,
         "val_losses": result.val_losses,
+        "best_step": result.best_step,
         **extra,
     }
 

@@ -10,21 +10,25 @@ wall time, machine, commit, SHA-256), checked at every load.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from vemrestore._shipped import read_record, shipped_path
 from vemrestore.errors import UserInputError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 __all__ = [
     "FINE_TUNE",
     "PRIOR_FILES",
+    "PRIOR_OPTIONS",
     "RETRAIN_COMMAND",
     "SKELETON_PRIOR",
     "apply_prior",
+    "prior_conflicts",
     "prior_weights_path",
     "read_prior",
+    "shipped_prior_options",
 ]
 
 RETRAIN_COMMAND = "python benchmarks/train_priors.py --out src/vemrestore/weights"
@@ -40,14 +44,44 @@ SKELETON_PRIOR: dict[str, Any] = {
     "profile": "box",
 }
 
-#: Training options of a fine-tune from a prior: a short budget at a lower learning rate,
-#: validated often on held-out sections, stopping once it stops improving (best weights kept).
+#: Training options of a fine-tune from a prior: a budget of minutes on a laptop CPU at a
+#: lower learning rate than from scratch, validated on held-out sections of the input every
+#: 50 steps, stopping after 4 validations without a new best (whose weights are kept).
 FINE_TUNE: dict[str, Any] = {
-    "num_steps": 400,
-    "learning_rate": 3e-4,
-    "validate_every": 25,
+    "num_steps": 1000,
+    "patch_size": 48,
+    "learning_rate": 5e-4,
+    "validate_every": 50,
     "patience": 4,
 }
+
+
+#: Per method with a shipped prior: the options it was trained with, which a config
+#: starting from it must keep.
+PRIOR_OPTIONS: dict[str, dict[str, Any]] = {"skeleton": SKELETON_PRIOR}
+
+
+def shipped_prior_options(method: str) -> dict[str, Any]:
+    """Config options that start ``method`` from its shipped prior ({} if it has none).
+
+    The prior's architecture, ``prior="shipped"`` and the fine-tune training
+    options (``FINE_TUNE``); options given by the user go on top.
+    """
+    if method not in PRIOR_OPTIONS:
+        return {}
+    return {**PRIOR_OPTIONS[method], "prior": "shipped", "train": dict(FINE_TUNE)}
+
+
+def prior_conflicts(method: str, config: Any) -> list[str]:
+    """``option=value (prior: value)`` for each option of ``config`` the shipped prior fixes
+    otherwise ([] when the config does not start from the shipped prior)."""
+    if getattr(config, "prior", None) != "shipped" or method not in PRIOR_OPTIONS:
+        return []
+    return [
+        f"{key}={getattr(config, key)!r} (prior: {value!r})"
+        for key, value in PRIOR_OPTIONS[method].items()
+        if getattr(config, key) != value
+    ]
 
 
 def prior_weights_path(prior: str, method: str) -> Path:

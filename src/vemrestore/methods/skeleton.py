@@ -39,6 +39,7 @@ from vemrestore.methods._base import (
 )
 from vemrestore.methods._trained import ArraySampler, FitOptions, NormalizedMethod, TrainedConfig
 from vemrestore.methods.interpolate import upsample_axial
+from vemrestore.methods.priors import apply_prior
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import fixed_validation, holdout_sections, pixel_loss
@@ -334,6 +335,18 @@ class Skeleton(PlaneMethod, NormalizedMethod):
     name = "skeleton"
     config: SkeletonConfig
 
+    def __init__(self, config: SkeletonConfig) -> None:
+        super().__init__(config)
+        self.prior_record: dict[str, Any] | None = None
+
+    def training_record(self) -> dict[str, Any] | None:
+        """``TrainedMethod.training_record`` plus the prior trained from (its digest)."""
+        record = super().training_record()
+        if record is not None and self.prior_record is not None:
+            keys = ("sha256", "steps", "commit")
+            record["prior"] = {key: self.prior_record.get(key) for key in keys}
+        return record
+
     # -- state ---------------------------------------------------------------
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -374,13 +387,14 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         -------
         Skeleton
             ``self``, trained; ``train_result.val_losses`` starts with the
-            validation loss at step 0, which is cubic interpolation's (the
-            network's output layer starts at zero).
+            validation loss at step 0: cubic interpolation's from scratch (the
+            network's output layer starts at zero), the prior's with ``prior``.
 
         Raises
         ------
         UserInputError
-            If the volume has fewer than 2 sections or is too small for the patch size.
+            If the volume has fewer than 2 sections or is too small for the
+            patch size, or the prior cannot be read or does not fit the config.
         """
         cfg = self.config
         num = volume.shape[0]
@@ -403,6 +417,8 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         val_batches = PairSampler(sections, val_ids, **pairs).validation_batches(cfg.train)
         loss_fn = pixel_loss(cfg.train.loss)
         networks = self.seeded_networks()
+        if cfg.prior is not None:
+            self.prior_record = apply_prior(networks["unet"], cfg.prior, self.name)
         self.train_result = self.train_network(
             networks["unet"], sampler, loss_fn, fixed_validation(val_batches, loss_fn), **options
         )

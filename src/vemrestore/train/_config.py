@@ -43,6 +43,11 @@ class TrainConfig(BaseModel):
         bfloat16 autocast on CUDA (ignored on CPU).
     num_threads : int or None
         CPU threads for torch during training (None keeps torch's default).
+    patience : int or None
+        Early stopping: end training after this many validations in a row
+        without a new lowest validation loss, and keep the weights of the
+        lowest (also when all steps run). None trains every step and keeps
+        the last weights. Needs a validation.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -61,3 +66,4 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     num_threads: int | None = Field(None, ge=1, le=1024)
+    patience: int | None = Field(None, ge=1, le=100_000)

@@ -82,13 +82,58 @@ class TrainResult:
     seconds : float
         Wall time spent training, summed over resumed runs.
     steps : int
-        Steps completed.
+        Steps completed (fewer than ``num_steps`` after an early stop).
+    best_step : int or None
+        With ``patience``: the step whose weights were kept (lowest
+        validation loss; 0 is the starting weights). None otherwise.
     """
 
     history: list[float] = field(default_factory=list)
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    best_step: int | None = None
+
+
+@dataclass
+class _EarlyStopping:
+    """The lowest validation loss so far, its weights, and validations since (``patience``)."""
+
+    patience: int | None
+    loss: float = math.inf
+    step: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+    since: int = 0
+
+    def record(self, step: int, value: float, model: nn.Module | None) -> None:
+        """Note a validation; copy the weights of ``model`` when it is a new best."""
+        if value < self.loss:
+            self.loss, self.step, self.since = value, step, 0
+            if model is not None:
+                self.state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+        else:
+            self.since += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.since >= self.patience
+
+    @classmethod
+    def resumed(
+        cls, patience: int | None, val_losses: list[tuple[int, float]], state: Any
+    ) -> _EarlyStopping:
+        """The state a checkpoint implies: replayed losses, and its saved best weights."""
+        stopping = cls(patience)
+        if patience is None:
+            return stopping
+        for step, value in val_losses:
+            stopping.record(step, value, None)
+        if state is None:  # a checkpoint of a run without patience: start the search afresh
+            return cls(patience)
+        stopping.state = state
+        return stopping
 
 
 def resolve_device(name: str) -> torch.device:
@@ -248,6 +293,11 @@ def fit_model(
 ) -> TrainResult:
     """Train ``model`` in place with AdamW until ``config.num_steps`` steps are done.
 
+    With ``config.patience``, training ends early once that many validations in
+    a row bring no new lowest validation loss, and the model keeps the weights
+    of the lowest (the starting weights included: a fine-tune that never helps
+    returns its prior unchanged).
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -302,6 +352,7 @@ def fit_model(
     )
     rng = np.random.default_rng(config.seed)
     result = TrainResult()
+    stopping = _EarlyStopping(config.patience)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
 
@@ -322,6 +373,9 @@ def fit_model(
             if cuda_devices and saved["cuda_rng"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
             rng.bit_generator.state = saved["numpy_rng"]
+            stopping = _EarlyStopping.resumed(
+                config.patience, saved["val_losses"], saved.get("best_model")
+            )
             result = TrainResult(
                 history=list(saved["history"]),
                 val_losses=[(int(s), float(v)) for s, v in saved["val_losses"]],
@@ -334,6 +388,8 @@ def fit_model(
         if path is not None:
             _prepare_checkpoint_dir(path)
         every = checkpoint_interval(config)
+        if validate is None and config.patience is not None:
+            raise ValueError("patience (early stopping) needs a validation")
         retry = "run the same command again to resume" if resume else _RETRY_WITHOUT_RESUME
 
         def checkpoint() -> None:
@@ -352,6 +408,7 @@ def fit_model(
                     "val_losses": result.val_losses,
                     "seconds": result.seconds,
                     "config": config.model_dump_json(),
+                    "best_model": stopping.state,
                 },
                 retry=retry,
             )
@@ -362,6 +419,8 @@ def fit_model(
                 value = float(validate(model))  # type: ignore[misc]
             model.train()
             result.val_losses.append((result.steps, value))
+            if config.patience is not None:
+                stopping.record(result.steps, value, model)
             logger.info("step %d: validation loss %.5f", result.steps, value)
             return value
 
@@ -388,7 +447,7 @@ def fit_model(
             run_validation()  # the untrained model: a baseline to compare with
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(description, total=config.num_steps, completed=result.steps)
-            while result.steps < config.num_steps:
+            while result.steps < config.num_steps and not stopping.exhausted:
                 inputs, targets = sample_batch(rng, batch_size)
                 inputs = inputs.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
@@ -412,9 +471,14 @@ def fit_model(
                 result.seconds = seconds_before + time.perf_counter() - start
                 if validate is not None and (step % config.validate_every == 0 or done):
                     run_validation()
-                if path is not None and (step % every == 0 or done):
+                if path is not None and (step % every == 0 or done or stopping.exhausted):
                     checkpoint()
                 recent = float(np.mean(result.history[-50:]))
                 bar.update(task, completed=step, description=f"{description} loss {recent:.4f}")
+        if stopping.state is not None:
+            if stopping.exhausted:
+                logger.info("early stop at step %d: keeping step %d", result.steps, stopping.step)
+            model.load_state_dict(stopping.state)
+            result.best_step = stopping.step
         model.eval()
     return result

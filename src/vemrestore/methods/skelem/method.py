@@ -278,13 +278,11 @@ class SkelEM(PlaneMethod, TrainedMethod):
 
     @property
     def plane_multiple(self) -> int:
-        """Pooling size of the skeleton and the refiners together."""
-        skeleton_depth = (
-            self.skeleton.config.depth
-            if self.skeleton is not None
-            else self.config.skeleton_config().depth
+        """Pooling size of the skeleton and the refiners together (both powers of two)."""
+        skeleton = (
+            self.skeleton.config if self.skeleton is not None else self.config.skeleton_config()
         )
-        return 2 ** max(skeleton_depth, self.config.depth)
+        return max(skeleton.space_to_depth * 2**skeleton.depth, 2**self.config.depth)
 
     # -- prediction ----------------------------------------------------------
 
