@@ -701,7 +701,7 @@ def demo(
         int | None,
         typer.Option(
             help="Training steps for a learned --method (skelem: split across its stages, "
-            "as iso --steps)."
+            "as iso --steps; skeleton: 300 fine-tune steps of its prior by default)."
         ),
     ] = None,
 ) -> None:
