@@ -112,7 +112,8 @@ def bench_factor(
             method.fit(observed, progress=False)
             fit_seconds = time.perf_counter() - start
             result = method.train_result
-            extra = {"train_steps": result.steps, "best_step": result.best_step or result.steps}
+            best = result.steps if result.best_step is None else result.best_step
+            extra = {"train_steps": result.steps, "best_step": best}
         start = time.perf_counter()
         restored = predict_array(method, sections)
         seconds = time.perf_counter() - start

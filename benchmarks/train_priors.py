@@ -19,7 +19,7 @@ Validation: ``medulla_fibsem_small/test_raw`` at factors 3, 5.5, 8 and 12
 SHA-256) to ``--out``; a killed run resumes from ``--work``. Retrain the
 shipped prior::
 
-    python benchmarks/train_priors.py --out src/vemrestore/weights
+    python benchmarks/train_priors.py --out src/vemrestore/weights --overwrite
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
         "--out", type=Path, required=True, help="folder for skeleton_prior.pt/.json"
     )
     parser.add_argument("--work", type=Path, default=Path(".vemrestore-train/skeleton_prior"))
-    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -82,6 +82,20 @@ def test_a_fine_tune_starts_from_the_prior_and_records_it():
     assert method.train_result.val_losses[0][1] != scratch.train_result.val_losses[0][1]
 
 
+def test_a_factor_outside_the_prior_range_warns():
+    volume = Volume(np.random.default_rng(6).random((4, 96, 96)).astype(np.float32))
+    config = SkeletonConfig(scale_factor=16.0, **SKELETON_PRIOR, prior="shipped", train=SMALL_TRAIN)
+    with pytest.warns(UserWarning, match="outside the range 2-12"):
+        Skeleton(config).fit(volume, progress=False)
+
+
+def test_a_config_file_with_prior_null_trains_from_scratch(tmp_path):
+    path = tmp_path / "scratch.yaml"
+    path.write_text("method: skeleton\nprior: null\n")
+    config = api.configure("skeleton", factor=4, config=path).config
+    assert config.prior is None and config.space_to_depth == 1 and config.train.patience is None
+
+
 def test_from_scratch_never_reads_the_prior(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError("the prior was read")

@@ -329,9 +329,12 @@ def test_patience_keeps_the_starting_weights_when_training_never_helps():
 
 
 def test_an_early_stopped_run_resumes_as_stopped(tmp_path):
+    models = []
+
     def run(losses, crash_after=None):
+        models.append(_model())
         return fit_model(
-            _model(),
+            models[-1],
             sample_batch=_Sampler(crash_after),
             loss_fn=pixel_loss("l1"),
             config=_config(num_steps=60, validate_every=5, checkpoint_every=5, patience=2),
@@ -341,16 +344,28 @@ def test_an_early_stopped_run_resumes_as_stopped(tmp_path):
             progress=False,
         )
 
+    first = _ScriptedValidation([1.0, 0.5, 0.6])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run([1.0, 0.5, 0.6], crash_after=12)  # checkpoint at 10 holds the best of step 5
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(12),
+            loss_fn=pixel_loss("l1"),
+            config=_config(num_steps=60, validate_every=5, checkpoint_every=5, patience=2),
+            validate=first,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )  # the checkpoint at step 10 holds the best weights, those of step 5
     resumed = run([0.7])  # step 15: a second worse validation -> stop
     assert resumed.steps == 15 and resumed.best_step == 5
+    assert _mean_weight(models[-1]) == pytest.approx(first.seen[1], rel=1e-6)
     again = run([])  # already stopped: no step, no validation
     assert again.steps == 15 and again.best_step == 5
+    assert _mean_weight(models[-1]) == pytest.approx(first.seen[1], rel=1e-6)
 
 
 def test_patience_without_validation_is_refused():
-    with pytest.raises(ValueError, match="needs a validation"):
+    with pytest.raises(UserInputError, match="needs a validation"):
         fit_model(
             _model(),
             sample_batch=_Sampler(),

@@ -226,14 +226,17 @@ def configure(
     if "skeleton_path" in given:
         data.pop("skeleton", None)  # a given skeleton replaces the one to train
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
-    combined = {**data, **given} if from_scratch else _under_prior(name, {**data, **given})
+    # A config file's explicit ``prior: null`` asks for training from scratch too.
+    scratch = from_scratch or ("prior" in data and data["prior"] is None)
+    combined = {**data, **given} if scratch else _under_prior(name, {**data, **given})
     method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
     conflicts = prior_conflicts(name, method_config)
     if conflicts:
         raise UserInputError(
             f"the shipped {name} prior was trained with other options: {', '.join(conflicts)} "
-            "(drop those options to fine-tune the prior, or pass --from-scratch)"
+            "(drop those options to fine-tune the prior, or train from scratch: "
+            "--from-scratch, from_scratch=True in Python)"
         )
     return get_method(name)(method_config)
 

@@ -31,7 +31,7 @@ __all__ = [
     "shipped_prior_options",
 ]
 
-RETRAIN_COMMAND = "python benchmarks/train_priors.py --out src/vemrestore/weights"
+RETRAIN_COMMAND = "python benchmarks/train_priors.py --out src/vemrestore/weights --overwrite"
 PRIOR_FILES = {"skeleton": "skeleton_prior.pt"}
 
 #: The skeleton options the shipped prior was trained with (its architecture and forward model).
@@ -145,5 +145,11 @@ def apply_prior(network: nn.Module, prior: str, method: str) -> dict[str, Any]:
             f"the {method} prior {prior_weights_path(prior, method)} was trained with {options}; "
             "drop the architecture options that differ, or pass --from-scratch"
         )
-    network.load_state_dict({key: value.float() for key, value in state.items()})
+    try:
+        network.load_state_dict({key: value.float() for key, value in state.items()})
+    except (RuntimeError, AttributeError) as error:  # weights of another shape than the record's
+        raise UserInputError(
+            f"the {method} prior {prior_weights_path(prior, method)} holds weights that do not "
+            f"fit its record ({str(error).splitlines()[0]}); retrain it or pass --from-scratch"
+        ) from None
     return record

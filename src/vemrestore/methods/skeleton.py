@@ -16,6 +16,7 @@ Weigert et al. 2018, doi:10.1038/s41592-018-0216-7).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal, Unpack
 
@@ -119,7 +120,7 @@ def check_patch_fits_unet(patch_size: int, depth: int, space_to_depth: int = 1) 
     if patch_size % multiple:
         raise ValueError(
             f"train.patch_size={patch_size} must be a multiple of "
-            f"space_to_depth * 2**depth={multiple} (change patch_size or depth)"
+            f"space_to_depth * 2**depth={multiple} (change patch_size, depth or space_to_depth)"
         )
 
 
@@ -419,6 +420,15 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         networks = self.seeded_networks()
         if cfg.prior is not None:
             self.prior_record = apply_prior(networks["unet"], cfg.prior, self.name)
+            low, high = self.prior_record.get("factor_range", (0.0, math.inf))
+            if not low <= cfg.scale_factor <= high:
+                warnings.warn(
+                    f"factor {cfg.scale_factor:g} is outside the range {low:g}-{high:g} the "
+                    "prior was trained for: the fine-tune starts from an extrapolation "
+                    "(--from-scratch may do better)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.train_result = self.train_network(
             networks["unet"], sampler, loss_fn, fixed_validation(val_batches, loss_fn), **options
         )

@@ -340,6 +340,11 @@ def fit_model(
     FloatingPointError
         If the loss becomes NaN or infinite.
     """
+    if validate is None and config.patience is not None:
+        raise UserInputError(
+            f"train.patience={config.patience} (early stopping) needs a validation, and "
+            f"{description} has none here (drop train.patience)"
+        )
     device = resolve_device(config.device)
     batch_size = config.batch_size * (config.gpu_batch_multiplier if device.type == "cuda" else 1)
     use_amp = config.amp and device.type == "cuda"
@@ -388,8 +393,6 @@ def fit_model(
         if path is not None:
             _prepare_checkpoint_dir(path)
         every = checkpoint_interval(config)
-        if validate is None and config.patience is not None:
-            raise ValueError("patience (early stopping) needs a validation")
         retry = "run the same command again to resume" if resume else _RETRY_WITHOUT_RESUME
 
         def checkpoint() -> None:
