@@ -37,7 +37,6 @@ from vemrestore.degrade import AxialSectioning
 from vemrestore.engine import predict_array
 from vemrestore.io import open_volume
 from vemrestore.methods.priors import SKELETON_PRIOR
-from vemrestore.methods.skeleton import PairSampler
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, fit_model, pixel_loss
 
@@ -61,15 +60,7 @@ def train_speed(options: dict, sections: np.ndarray, steps: int) -> dict[str, fl
     """Steps and patches per second of ``steps`` training steps (after 3 warm-up steps)."""
     method = _method(options, steps)
     cfg = method.config
-    sampler = PairSampler(
-        sections,
-        np.arange(sections.shape[0]),
-        scale_factor=FACTOR,
-        profile=cfg.profile,
-        patch_size=cfg.train.patch_size,
-        context_planes=cfg.context_planes,
-        factor_input=cfg.factor_input,
-    )
+    sampler = method.pair_sampler(sections, np.arange(sections.shape[0]))
     network = method.build_networks()["unet"]
     timings = []
     for num_steps in (3, 3 + steps):

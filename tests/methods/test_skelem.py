@@ -582,3 +582,22 @@ def test_the_steps_option_is_a_budget_for_every_stage():
     given = api.configure("skelem", factor=4, steps=12, skeleton_path="model").config
     assert given.skeleton is None
     assert (given.train.num_steps, given.cycle.train.num_steps) == (10, 2)
+
+
+def test_skelem_trains_on_a_skeleton_with_the_prior_layout(sections, tmp_path):
+    # A skeleton fine-tuned from the shipped prior has a factor channel and folds 2x2
+    # pixels into channels: the refiner's training pairs must be drawn the same way.
+    layout = {**TINY_SKELETON, "space_to_depth": 2, "factor_input": True}
+    Skeleton(SkeletonConfig(scale_factor=FACTOR, **layout)).fit(
+        Volume(sections), progress=False
+    ).save(tmp_path / "skeleton")
+    method = create_method(
+        "skelem",
+        scale_factor=FACTOR,
+        skeleton_path=tmp_path / "skeleton",
+        cycle=TINY_CYCLE,
+        **TINY,
+    ).fit(Volume(sections), progress=False)
+    region = (slice(16, 48), slice(8, 40), slice(20, 52))
+    restored = _predict_outputs(method, sections, region, ("restored",))["restored"]
+    assert restored.shape == (32, 32, 32) and np.isfinite(restored).all()

@@ -407,15 +407,8 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         normalization = PercentileNormalization.from_data(volume.data)
         sections = normalization.apply(volume.to_numpy())
         train_ids, val_ids = holdout_sections(num)
-        pairs = {
-            "scale_factor": cfg.scale_factor,
-            "profile": cfg.profile,
-            "patch_size": cfg.train.patch_size,
-            "context_planes": cfg.context_planes,
-            "factor_input": cfg.factor_input,
-        }
-        sampler = PairSampler(sections, train_ids, **pairs)
-        val_batches = PairSampler(sections, val_ids, **pairs).validation_batches(cfg.train)
+        sampler = self.pair_sampler(sections, train_ids)
+        val_batches = self.pair_sampler(sections, val_ids).validation_batches(cfg.train)
         loss_fn = pixel_loss(cfg.train.loss)
         networks = self.seeded_networks()
         if cfg.prior is not None:
@@ -434,6 +427,22 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         )
         self.set_trained(networks, normalization=normalization)
         return self
+
+    def pair_sampler(
+        self, sections: np.ndarray, section_ids: np.ndarray, *, patch_size: int | None = None
+    ) -> PairSampler:
+        """The training pairs of this skeleton's network (its factor, profile, context
+        planes and factor channel), ``patch_size`` default ``train.patch_size``."""
+        cfg = self.config
+        return PairSampler(
+            sections,
+            section_ids,
+            scale_factor=cfg.scale_factor,
+            profile=cfg.profile,
+            patch_size=cfg.train.patch_size if patch_size is None else patch_size,
+            context_planes=cfg.context_planes,
+            factor_input=cfg.factor_input,
+        )
 
     # -- prediction ----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from vemrestore.diffusion import (
 )
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.noise import keyed_normal
-from vemrestore.methods.skeleton import PairSampler, Skeleton
+from vemrestore.methods.skeleton import Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.models.unet2d import pad_to_multiple
 from vemrestore.train import TrainResult, fixed_validation, holdout_sections
@@ -137,14 +137,7 @@ def skeleton_pairs(
     Conditioning is [skeleton output, cubic input]; residual = sharp - skeleton output.
     """
     cfg = skeleton.config
-    sampler = PairSampler(
-        sections,
-        section_ids,
-        scale_factor=cfg.scale_factor,
-        profile=cfg.profile,
-        patch_size=patch_size,
-        context_planes=cfg.context_planes,
-    )
+    sampler = skeleton.pair_sampler(sections, section_ids, patch_size=patch_size)
     inputs, targets = sampler.draw(rng, num)
     device = skeleton.inference_device()
     model = skeleton.model
