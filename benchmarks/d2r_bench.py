@@ -51,6 +51,7 @@ import torch
 from vemrestore.bench import provenance, real_dataset
 from vemrestore.bench._axial import TRUTH_ROW, AxialResult, format_table, save_results
 from vemrestore.bench._scores import section_cube
+from vemrestore.bench.datasets import QUICK_CROP, scoring_cube
 from vemrestore.engine import predict_array
 from vemrestore.io import Volume, open_volume
 from vemrestore.methods import XZ, YZ, create_method
@@ -223,19 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("skeleton_steps", "refiner_steps", "teacher_steps", "network_steps"):
             setattr(args, key, 10)
         args.cycle_steps = 2
-    paths = {name: real_dataset(name) for name in ("medulla_sample2", "medulla_sample1")}
-    missing = [name for name, path in paths.items() if path is None]
-    if missing:
-        print(f"skipped: real data {missing} not found (set VEMRESTORE_DATA)", file=sys.stderr)
+    cube, reference_path = scoring_cube(quick=args.quick), real_dataset("medulla_sample1")
+    if cube is None or reference_path is None:
+        print(
+            "skipped: medulla sample1 or sample2 not found (set VEMRESTORE_DATA)", file=sys.stderr
+        )
         return 0
-    truth = open_volume(paths["medulla_sample2"]).to_numpy().astype(np.float32)
-    reference = open_volume(paths["medulla_sample1"]).to_numpy().astype(np.float32)
-    labels_path = real_dataset("medulla_sample2_bodies")
-    labels = None if labels_path is None else open_volume(labels_path).to_numpy()
+    truth, labels = cube
+    reference = open_volume(reference_path).to_numpy().astype(np.float32)
     if args.quick:
-        crop = (slice(0, 96), slice(64, 160), slice(64, 160))
-        truth, reference = truth[crop], reference[crop]
-        labels = None if labels is None else labels[crop]
+        reference = reference[QUICK_CROP]
     segmenter = load_segmenter("learned")
     results: list[AxialResult] = []
     for factor in args.factors:

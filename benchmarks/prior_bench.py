@@ -48,9 +48,10 @@ import numpy as np
 import torch
 
 from vemrestore import api
-from vemrestore.bench import provenance, real_dataset
+from vemrestore.bench import provenance
 from vemrestore.bench._axial import TRUTH_ROW, AxialResult, format_table, save_results
 from vemrestore.bench._scores import AxialScorer, section_cube
+from vemrestore.bench.datasets import scoring_cube
 from vemrestore.engine import predict_array
 from vemrestore.io import Volume, open_volume, write_volume
 from vemrestore.methods.priors import FINE_TUNE, SKELETON_PRIOR, apply_prior
@@ -163,16 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    path = real_dataset("medulla_sample2")
-    if path is None:
+    cube = scoring_cube(quick=args.quick)
+    if cube is None:
         print("skipped: real data medulla_sample2 not found (set VEMRESTORE_DATA)", file=sys.stderr)
         return 0
-    truth = open_volume(path).to_numpy().astype(np.float32)
-    labels_path = real_dataset("medulla_sample2_bodies")
-    labels = None if labels_path is None else open_volume(labels_path).to_numpy()
+    truth, labels = cube
     if args.quick:
-        crop = (slice(0, 96), slice(64, 160), slice(64, 160))
-        truth, labels = truth[crop], None if labels is None else labels[crop]
         args.steps = 20
     segmenter = load_segmenter("learned")
     results: list[AxialResult] = []

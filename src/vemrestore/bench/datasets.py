@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DATA_ENV_VAR", "data_root", "real_dataset"]
+__all__ = ["DATA_ENV_VAR", "QUICK_CROP", "data_root", "real_dataset", "scoring_cube"]
 
 DATA_ENV_VAR = "VEMRESTORE_DATA"
 
@@ -47,3 +48,26 @@ def real_dataset(name: str) -> Path | None:
         return None
     path = root / DATASETS[name]
     return path if path.is_file() else None
+
+
+#: The 96^3 crop of the scoring cube a benchmark's ``--quick`` smoke run uses.
+QUICK_CROP = (slice(0, 96), slice(64, 160), slice(64, 160))
+
+
+def scoring_cube(*, quick: bool = False) -> tuple[Any, Any] | None:
+    """The axial benchmarks' scoring cube: medulla sample2 (float32) and its body labels.
+
+    The labels are None when absent; the whole result is None without sample2.
+    ``quick`` takes `QUICK_CROP` of both.
+    """
+    from vemrestore.io import open_volume
+
+    path = real_dataset("medulla_sample2")
+    if path is None:
+        return None
+    truth = open_volume(path).to_numpy().astype("float32")
+    labels_path = real_dataset("medulla_sample2_bodies")
+    labels = None if labels_path is None else open_volume(labels_path).to_numpy()
+    if quick:
+        truth, labels = truth[QUICK_CROP], None if labels is None else labels[QUICK_CROP]
+    return truth, labels
