@@ -294,18 +294,25 @@ class _ScriptedValidation:
         return self.losses.pop(0)
 
 
+def _fit(model, validate, *, crash_after=None, checkpoint_dir=None, **options):
+    """``fit_model`` of the shift task with ``_config(**options)``; resumes from a folder."""
+    return fit_model(
+        model,
+        sample_batch=_Sampler(crash_after),
+        loss_fn=pixel_loss("l1"),
+        config=_config(**options),
+        validate=validate,
+        checkpoint_dir=checkpoint_dir,
+        resume=checkpoint_dir is not None,
+        progress=False,
+    )
+
+
 def test_patience_stops_early_and_keeps_the_best_weights():
     # Validations at steps 0, 5, 10, 15, 20: best at step 5, then 3 worse ones -> stop at 20.
     validate = _ScriptedValidation([1.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
     model = _model()
-    result = fit_model(
-        model,
-        sample_batch=_Sampler(),
-        loss_fn=pixel_loss("l1"),
-        config=_config(num_steps=60, validate_every=5, patience=3),
-        validate=validate,
-        progress=False,
-    )
+    result = _fit(model, validate, num_steps=60, validate_every=5, patience=3)
     assert result.steps == 20
     assert [step for step, _ in result.val_losses] == [0, 5, 10, 15, 20]
     assert result.best_step == 5
@@ -316,60 +323,28 @@ def test_patience_stops_early_and_keeps_the_best_weights():
 def test_patience_keeps_the_starting_weights_when_training_never_helps():
     model = _model()
     start = _mean_weight(model)
-    result = fit_model(
-        model,
-        sample_batch=_Sampler(),
-        loss_fn=pixel_loss("l1"),
-        config=_config(num_steps=60, validate_every=10, patience=2),
-        validate=_ScriptedValidation([0.1, 0.2, 0.3, 0.4]),
-        progress=False,
-    )
+    validate = _ScriptedValidation([0.1, 0.2, 0.3, 0.4])
+    result = _fit(model, validate, num_steps=60, validate_every=10, patience=2)
     assert result.best_step == 0 and result.steps == 20
     assert _mean_weight(model) == pytest.approx(start, rel=1e-6)
 
 
 def test_an_early_stopped_run_resumes_as_stopped(tmp_path):
-    models = []
-
-    def run(losses, crash_after=None):
-        models.append(_model())
-        return fit_model(
-            models[-1],
-            sample_batch=_Sampler(crash_after),
-            loss_fn=pixel_loss("l1"),
-            config=_config(num_steps=60, validate_every=5, checkpoint_every=5, patience=2),
-            validate=_ScriptedValidation(losses),
-            checkpoint_dir=tmp_path,
-            resume=True,
-            progress=False,
-        )
-
+    options = {"num_steps": 60, "validate_every": 5, "checkpoint_every": 5, "patience": 2}
     first = _ScriptedValidation([1.0, 0.5, 0.6])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit_model(
-            _model(),
-            sample_batch=_Sampler(12),
-            loss_fn=pixel_loss("l1"),
-            config=_config(num_steps=60, validate_every=5, checkpoint_every=5, patience=2),
-            validate=first,
-            checkpoint_dir=tmp_path,
-            resume=True,
-            progress=False,
-        )  # the checkpoint at step 10 holds the best weights, those of step 5
-    resumed = run([0.7])  # step 15: a second worse validation -> stop
-    assert resumed.steps == 15 and resumed.best_step == 5
-    assert _mean_weight(models[-1]) == pytest.approx(first.seen[1], rel=1e-6)
-    again = run([])  # already stopped: no step, no validation
-    assert again.steps == 15 and again.best_step == 5
-    assert _mean_weight(models[-1]) == pytest.approx(first.seen[1], rel=1e-6)
+        # The checkpoint at step 10 holds the best weights, those of step 5.
+        _fit(_model(), first, crash_after=12, checkpoint_dir=tmp_path, **options)
+    model = _model()
+    resumed = _fit(model, _ScriptedValidation([0.7]), checkpoint_dir=tmp_path, **options)
+    assert resumed.steps == 15 and resumed.best_step == 5  # step 15: a second worse one -> stop
+    assert _mean_weight(model) == pytest.approx(first.seen[1], rel=1e-6)
+    model = _model()
+    again = _fit(model, _ScriptedValidation([]), checkpoint_dir=tmp_path, **options)
+    assert again.steps == 15 and again.best_step == 5  # already stopped: no step, no validation
+    assert _mean_weight(model) == pytest.approx(first.seen[1], rel=1e-6)
 
 
 def test_patience_without_validation_is_refused():
     with pytest.raises(UserInputError, match="needs a validation"):
-        fit_model(
-            _model(),
-            sample_batch=_Sampler(),
-            loss_fn=pixel_loss("l1"),
-            config=_config(patience=2),
-            progress=False,
-        )
+        _fit(_model(), None, patience=2)
