@@ -71,8 +71,18 @@ def _budgets(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "inference": {"num_inference_steps": args.sampling_steps},
             **({"pool_size": 64} if args.quick else {}),
         },
-        "skelem": {
-            "train": {"num_steps": args.refiner_steps, **quick},
+        "skelem": {  # the refiner options of the published rows (SkelEM's defaults then)
+            "base_channels": 32,
+            "depth": 3,
+            "inference": {"strength": 0.3},
+            "train": {
+                "num_steps": args.refiner_steps,
+                "batch_size": 16,
+                "patch_size": 64,
+                "learning_rate": 5e-4,
+                "validate_every": 200,
+                **quick,
+            },
             "cycle": {"train": {"num_steps": args.cycle_steps}},
             **({"pool_size": 64} if args.quick else {}),
         },

@@ -71,3 +71,46 @@ def test_the_benchmark_refuses_a_volume_with_nan(tmp_path):
     path = write_volume(Volume(data, voxel_size=(10, 10, 10)), tmp_path / "nan.h5:/v")
     with pytest.raises(UserInputError, match="NaN"):
         run_axial_benchmark([f"{path}:/v"], factors=[2], methods=["linear"])
+
+
+def test_a_method_with_an_uncertainty_map_is_scored_on_it():
+    from vemrestore.bench._scores import AxialScorer
+    from vemrestore.degrade import AxialSectioning
+
+    truth = em_phantom((64, 32, 32), num_cells=15, rng=4).astype(np.float32)
+    tiny = {"num_steps": 2, "patch_size": 16, "batch_size": 2, "num_threads": 1}
+    skelem = {
+        "base_channels": 4,
+        "depth": 2,
+        "pool_size": 8,
+        "cycle": {
+            "crop_sections": 2,
+            "margin": 2,
+            "num_crops": 1,
+            "train": {**tiny, "batch_size": 1},
+        },
+        "from_scratch": True,
+        "train": tiny,
+        "inference": {"num_samples": 2, "halo": 8},
+        "skeleton": {"base_channels": 4, "depth": 2, "train": tiny},
+    }
+    report = benchmark_volume(
+        truth,
+        dataset="phantom",
+        voxel_size=(10, 10, 10),
+        factors=[4],
+        methods=["cubic", "skelem"],
+        method_options={"skelem": skelem},
+        metrics=("psnr",),
+    )
+    scores = {r.method: r.scores for r in report.results}
+    assert "std_error_spearman" not in scores["cubic"]
+    assert -1 <= scores["skelem"]["std_error_spearman"] <= 1
+    # The map is compared with the error voxel by voxel: |error| itself ranks it exactly.
+    sectioning = AxialSectioning(4)
+    sections = sectioning.apply(truth)[0]
+    scorer = AxialScorer(truth, sections, sectioning, voxel_size_nm=10, data_range=255)
+    restored = truth + np.random.default_rng(0).normal(size=truth.shape).astype(np.float32)
+    error = np.abs(restored - truth)
+    spearman = scorer.score(restored, std=error)[0]["std_error_spearman"]
+    assert spearman == pytest.approx(1.0)

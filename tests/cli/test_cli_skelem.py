@@ -1,5 +1,7 @@
 """CLI of SkelEM: one-shot iso with its maps, train skelem with a given skeleton, predict."""
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -26,6 +28,7 @@ halo_yx: 16
 halo_sections: 4
 pool_size: 8
 skeleton:
+  prior: null
   base_channels: 4
   depth: 2
   halo_sections: 4
@@ -194,3 +197,19 @@ def test_skelem_cannot_overwrite_the_skeleton_it_reuses(degraded_tif, tmp_path):
     args = ["train", "skelem", str(degraded_tif), "-k", "4", "--out", str(model)]
     result = runner.invoke(app, [*args, "--skeleton", str(model)])
     assert result.exit_code == 2 and "is the --skeleton folder" in result.stderr
+
+
+def test_the_skeleton_stage_starts_from_the_prior_unless_from_scratch(degraded_tif, tmp_path):
+    # The file's skeleton has options the shipped prior was not trained with.
+    path = tmp_path / "scratch.yaml"
+    path.write_text(TINY_SKELEM.replace("  prior: null\n", ""))
+    model = tmp_path / "skelem"
+    args = ["train", "skelem", str(degraded_tif), "-k", "4", "--out", str(model)]
+    refused = runner.invoke(app, [*args, "--config", str(path)])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "skeleton.base_channels=4 (prior: 24)" in refused.stderr
+    assert "--from-scratch" in refused.stderr and not model.exists()
+    trained = runner.invoke(app, [*args, "--config", str(path), "--from-scratch"])
+    assert trained.exit_code == 0, trained.output
+    skeleton = json.loads((model / "skeleton" / "config.json").read_text())
+    assert skeleton["prior"] is None and skeleton["base_channels"] == 4

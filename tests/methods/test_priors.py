@@ -178,6 +178,24 @@ def test_configure_refuses_options_the_prior_was_not_trained_with():
         api.configure("cubic", factor=4, from_scratch=True)
 
 
+def test_skelem_trains_its_skeleton_from_the_prior_unless_told_otherwise(tmp_path):
+    skeleton = api.configure("skelem", factor=4, steps=100).config.skeleton
+    assert skeleton.prior == "shipped" and skeleton.space_to_depth == 2
+    assert skeleton.train.num_steps == 50
+    assert skeleton.train.patience == priors.FINE_TUNE["patience"]
+    assert api.configure("skelem", factor=4, from_scratch=True).config.skeleton is None
+    given = api.configure("skelem", factor=4, skeleton_path=tmp_path).config
+    assert given.skeleton is None and given.skeleton_path == tmp_path
+    for options, named in (
+        ({"profile": "gaussian"}, "skeleton.profile='gaussian'"),
+        ({"skeleton": {"base_channels": 8}}, "skeleton.base_channels=8"),
+    ):
+        with pytest.raises(UserInputError, match=rf"{named} \(prior: .*--from-scratch"):
+            api.configure("skelem", factor=4, **options)
+    scratch = api.configure("skelem", factor=4, skeleton={"prior": None, "base_channels": 8})
+    assert scratch.config.skeleton.base_channels == 8 and scratch.config.skeleton.prior is None
+
+
 def test_mixed_factor_sampler_draws_one_factor_per_batch_from_every_stack():
     rng = np.random.default_rng(0)
     stacks = [rng.random((4, 96, 96), dtype=np.float32), rng.random((3, 120, 100), np.float32)]

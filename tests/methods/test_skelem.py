@@ -348,7 +348,11 @@ def test_a_model_saved_with_the_old_option_names_still_loads(trained, sections, 
     path = tmp_path / "model"
     method.save(path)
     assert set(torch.load(path / "weights.pt", weights_only=True)) == {"xz", "yz"}
-    assert set(json.loads((path / "refiner.json").read_text())) == {"model", "residual_scale"}
+    assert set(json.loads((path / "refiner.json").read_text())) == {
+        "model",
+        "residual_scale",
+        "skeleton_error",
+    }
     # Rewrite config.json as the code before the training/inference split wrote it.
     config = json.loads((path / "config.json").read_text())
     inference = config.pop("inference")
@@ -518,8 +522,8 @@ def test_a_step_budget_splits_across_the_stages_fit_trains(options, expected):
         found["cycle"] = budgeted.cycle.train.num_steps
     assert found == expected
     # Only the step counts change; without a budget the defaults stay as they were.
-    assert budgeted.train.learning_rate == config.train.learning_rate == 5e-4
-    assert config.skeleton is None and config.train.num_steps == 2000
+    assert budgeted.train.learning_rate == config.train.learning_rate == 1e-3
+    assert config.skeleton is None and config.train.num_steps == 1500
     assert config.skeleton_config().train == SkeletonConfig(scale_factor=8).train
 
 
@@ -601,3 +605,47 @@ def test_skelem_trains_on_a_skeleton_with_the_prior_layout(sections, tmp_path):
     region = (slice(16, 48), slice(8, 40), slice(20, 52))
     restored = _predict_outputs(method, sections, region, ("restored",))["restored"]
     assert restored.shape == (32, 32, 32) and np.isfinite(restored).all()
+
+
+def test_the_truncated_start_is_matched_to_the_skeletons_error(trained, tmp_path):
+    from vemrestore.methods.skelem.refiner import matched_strength, truncated_start
+
+    cfg = trained.config
+    assert SkelEMConfig(scale_factor=FACTOR).inference.strength is None  # chosen at training
+    assert trained.skeleton_error > 0
+    expected = matched_strength(cfg.diffusion, 4, trained.skeleton_error)
+    assert cfg.inference.strength == expected
+    # The start's noise level sigma = sqrt((1 - a) / a) is the nearest to the error.
+    alpha_bar = _alpha_bar(cfg)
+    sigma = float(
+        np.sqrt((1 - alpha_bar) / alpha_bar)[truncated_start(cfg.diffusion, cfg.inference)]
+    )
+    for other in (expected * 0.8, min(1.0, expected * 1.25)):
+        start = truncated_start(cfg.diffusion, cfg.inference.model_copy(update={"strength": other}))
+        other_sigma = float(np.sqrt((1 - alpha_bar) / alpha_bar)[start])
+        assert abs(np.log(sigma / trained.skeleton_error)) <= abs(
+            np.log(other_sigma / trained.skeleton_error)
+        )
+    # A larger error starts noisier; the chosen strength is saved with the model.
+    assert matched_strength(cfg.diffusion, 4, 3.0) > matched_strength(cfg.diffusion, 4, 0.3)
+    trained.save(tmp_path / "model")
+    assert load_method(tmp_path / "model").config.inference.strength == expected
+    with pytest.raises(UserInputError, match="chosen when the refiner is trained"):
+        truncated_start(cfg.diffusion, SkelEMInference())
+
+
+def test_a_given_strength_is_kept(sections, skeleton_dir):
+    method = create_method(
+        "skelem",
+        scale_factor=FACTOR,
+        skeleton_path=skeleton_dir,
+        cycle=None,
+        **{**TINY, "inference": {**TINY["inference"], "strength": 0.3}},
+    )
+    assert method.fit(Volume(sections), progress=False).config.inference.strength == 0.3
+
+
+def _alpha_bar(config: SkelEMConfig) -> np.ndarray:
+    from vemrestore.diffusion import make_scheduler
+
+    return make_scheduler(config.diffusion).alphas_cumprod.double().numpy()

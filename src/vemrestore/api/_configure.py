@@ -209,11 +209,12 @@ def configure(
     else:
         data = {"method": name}
     if from_scratch:
-        if "prior" not in config_cls.model_fields:
+        if "prior" in config_cls.model_fields:
+            data["prior"] = None
+        elif "skeleton" not in config_cls.model_fields:  # SkelEM's default skeleton: scratch
             raise UserInputError(
                 f"--from-scratch does not apply to method {name!r}: it has no shipped prior"
             )
-        data["prior"] = None
     if factor is not None:
         if not issubclass(config_cls, AxialConfig):
             raise UserInputError(
@@ -232,6 +233,10 @@ def configure(
     method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
     conflicts = prior_conflicts(name, method_config)
+    nested = getattr(method_config, "skeleton", None)
+    if not conflicts and nested is not None:
+        conflicts = [f"skeleton.{c}" for c in prior_conflicts("skeleton", nested)]
+        name = "skeleton" if conflicts else name
     if conflicts:
         raise UserInputError(
             f"the shipped {name} prior was trained with other options: {', '.join(conflicts)} "
@@ -248,6 +253,8 @@ def _under_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
     ``train`` merges one level deep, so ``train: {num_steps: 800}`` keeps the
     fine-tune's learning rate and early stopping.
     """
+    if "skeleton" in method_config_class(name).model_fields:
+        return _skeleton_under_prior(data)
     defaults = shipped_prior_options(name)
     if not defaults:
         return data
@@ -255,6 +262,23 @@ def _under_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("train"), dict):
         merged["train"] = {**defaults["train"], **data["train"]}
     return merged
+
+
+def _skeleton_under_prior(data: dict[str, Any]) -> dict[str, Any]:
+    """SkelEM's ``data`` with the skeleton it trains first starting from the shipped prior.
+
+    Not when a trained skeleton is given (``skeleton_path``) or the skeleton's
+    own options say ``prior: null``; a top-level ``profile`` reaches the
+    skeleton, so a profile the prior lacks is reported as a conflict.
+    """
+    if data.get("skeleton_path") is not None:
+        return data
+    skeleton = dict(data.get("skeleton") or {})
+    if "prior" in skeleton and skeleton["prior"] is None:
+        return data
+    if "profile" in data:
+        skeleton.setdefault("profile", data["profile"])
+    return {**data, "skeleton": _under_prior("skeleton", skeleton)}
 
 
 def _validate(

@@ -261,9 +261,10 @@ def benchmark_volume(
         for name in methods:
             log.info("%s x%g: restoring with %s", dataset, factor, name)
             method = _build(name, factor, profile, options.get(name, {}))
-            restored, timing = timed_restoration(method, observed, sections)
+            outputs, timing = timed_restoration(method, observed, sections)
+            restored = outputs["restored"]
             done = time.perf_counter()
-            scores, extras[name] = scorer.score(restored)
+            scores, extras[name] = scorer.score(restored, std=outputs.get("std"))
             log.info(
                 "%s x%g %s: %.1f s to restore, %.1f s to score",
                 dataset,
@@ -311,19 +312,24 @@ def _figure(
 
 def timed_restoration(
     method: Any, observed: Volume, sections: np.ndarray
-) -> tuple[np.ndarray, dict[str, float]]:
-    """``method`` fitted on ``observed`` and run on ``sections``; the timing fields of a row."""
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``method`` fitted on ``observed`` and run on ``sections``; the timing fields of a row.
+
+    The outputs are ``"restored"`` and, for a method with one (SkelEM with
+    several samples), its uncertainty map ``"std"``, from one prediction pass.
+    """
     from vemrestore.engine import predict_array
 
     start = time.perf_counter()
     method.fit(observed)
     fitted = time.perf_counter()
-    restored = predict_array(method, sections)
+    names = [name for name in ("restored", "std") if name in method.outputs]
+    outputs = predict_array(method, sections, outputs=names)
     done = time.perf_counter()
-    return restored, {
+    return outputs, {
         "seconds": done - start,
         "fit_seconds": fitted - start,
-        "mvox_per_s": restored.size / 1e6 / max(done - fitted, 1e-9),
+        "mvox_per_s": outputs["restored"].size / 1e6 / max(done - fitted, 1e-9),
     }
 
 
@@ -348,6 +354,7 @@ _COLUMNS = {  # JSON key -> (column title, format)
     "ms_ssim_xz": ("MS-SSIM XZ", ".4f"),
     "spectrum_log_error": ("XZ spectrum error (dec)", ".3f"),
     "z_hf_ratio": ("z HF power ratio", ".2f"),
+    "std_error_spearman": ("std/error Spearman", ".2f"),
     "frc_single_xy_nm": ("XY FRC (nm)", ".1f"),
     "frc_single_xz_nm": ("XZ FRC (nm)", ".1f"),
     "frc_single_yz_nm": ("YZ FRC (nm)", ".1f"),

@@ -127,7 +127,8 @@ def run_isotropy_benchmark(
     for name in methods:
         log.info("%s: restoring x%g with %s", dataset, factor, name)
         method = _build(name, factor, "box", options.get(name, {}))
-        restored, timing = timed_restoration(method, source, observed)
+        outputs, timing = timed_restoration(method, source, observed)
+        restored = outputs["restored"]
         scores = score_isotropy(restored, observed, pixel_nm=pixel_nm, segmenter=segmenter)
         report.results.append(AxialResult(dataset, name, float(factor), **timing, scores=scores))
     return report

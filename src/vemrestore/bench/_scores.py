@@ -28,6 +28,7 @@ from vemrestore.metrics import (
     radial_power_spectrum,
     spectrum_log_error,
     structural_similarity,
+    uncertainty_error_correlation,
     variation_of_information,
     z_hf_ratio,
 )
@@ -152,8 +153,15 @@ class AxialScorer:
                 self.cache["reference_seg"] = (self.segmentation(self.truth), "truth image")
         return self.cache["reference_seg"]
 
-    def score(self, restored: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
-        """Scores of one restoration, and its curves and labels for figures."""
+    def score(
+        self, restored: np.ndarray, *, std: np.ndarray | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Scores of one restoration, and its curves and labels for figures.
+
+        With the method's uncertainty map ``std`` (same shape), also
+        ``std_error_spearman``: its rank correlation with the absolute error
+        (``uncertainty_error_correlation``), whatever the metric groups.
+        """
         if restored.shape != self.truth.shape:
             raise UserInputError(
                 f"restored shape {restored.shape} differs from truth {self.truth.shape}"
@@ -162,6 +170,8 @@ class AxialScorer:
         vs = (self.voxel_size_nm,) * 3
         scores: dict[str, float] = {}
         extras: dict[str, Any] = {}
+        if std is not None:
+            scores["std_error_spearman"] = uncertainty_error_correlation(std[self.region], r, t)
         if "psnr" in self.metrics:
             scores["psnr"] = peak_signal_noise_ratio(t, r, data_range=self.data_range)
         if "ssim" in self.metrics:

@@ -249,8 +249,8 @@ FromScratch = Annotated[
     bool,
     typer.Option(
         "--from-scratch",
-        help="skeleton: train from random weights instead of fine-tuning the shipped prior "
-        "(default budget 2000 steps, not the fine-tune's 1000).",
+        help="skeleton, and skelem's skeleton stage: train from random weights instead of "
+        "fine-tuning the shipped prior (default budget 2000 steps, not the fine-tune's 1000).",
     ),
 ]
 Block = Annotated[
@@ -346,9 +346,10 @@ def iso(
     The factor is the input's z / x voxel size unless --factor gives it; the
     output overlays the input in space (its translation says where).
 
-    The skeleton method starts from the prior shipped with vemrestore and
-    fine-tunes it on the input for a few minutes (held-out sections stop it
-    once it no longer improves); --from-scratch trains from random weights.
+    The skeleton method, and SkelEM's skeleton stage, start from the prior
+    shipped with vemrestore and fine-tune it on the input for a few minutes
+    (held-out sections stop it once it no longer improves); --from-scratch
+    trains from random weights.
 
     Methods with several outputs write them in one pass: skelem writes DST's
     siblings NAME_consistency (where the result disagrees with the observed
@@ -461,13 +462,18 @@ def train_skelem(
     sampling_steps: SamplingSteps = None,
     samples: Samples = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (SkelEMConfig).")] = None,
+    from_scratch: FromScratch = False,
     resume: Resume = False,
     overwrite: ModelOverwrite = False,
     channel: Channel = None,
     voxel_size: Voxels = None,
     force: Force = False,
 ) -> None:
-    """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume."""
+    """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume.
+
+    The skeleton stage fine-tunes the shipped skeleton prior (--from-scratch:
+    random weights), unless --skeleton gives a trained one.
+    """
     if skeleton is not None and skeleton.resolve() == out.resolve():
         raise UserInputError(f"--out {out} is the --skeleton folder (write SkelEM elsewhere)")
     _train_and_save(
@@ -477,6 +483,7 @@ def train_skelem(
         *(factor, steps, config, resume, overwrite, channel, voxel_size, force),
         inference={"num_inference_steps": sampling_steps, "num_samples": samples},
         skeleton_path=skeleton,
+        from_scratch=from_scratch or None,
     )
 
 

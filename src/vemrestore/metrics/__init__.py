@@ -1,6 +1,7 @@
 """Scores for restored volumes: PSNR, SSIM/MS-SSIM, Fourier ring correlation, data
 consistency, segmentation agreement (VI, adapted Rand, boundary F1) with the
-project's boundary segmenter, feature distances (KID, Frechet) and power spectra.
+project's boundary segmenter, feature distances (KID, Frechet), power spectra,
+and how well an uncertainty map ranks the error.
 
 Importing this package never imports torch: the learned segmenter and MS-SSIM
 import it when they are used.
@@ -41,6 +42,7 @@ from vemrestore.metrics._segmenter import (
     plane_tiles,
 )
 from vemrestore.metrics._spectrum import radial_power_spectrum, spectrum_log_error, z_hf_ratio
+from vemrestore.metrics._uncertainty import uncertainty_error_correlation
 
 __all__ = [
     "SEGMENTER_KINDS",
@@ -68,6 +70,7 @@ __all__ = [
     "spectrum_log_error",
     "structural_similarity",
     "threshold_segmentation",
+    "uncertainty_error_correlation",
     "variation_of_information",
     "z_hf_ratio",
 ]

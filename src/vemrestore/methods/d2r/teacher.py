@@ -185,7 +185,7 @@ class PlaneDiffusion(PlaneMethod, NormalizedMethod):
             return sampler.draw(rng, num)
 
         denoiser = self.seeded_networks()["denoiser"]
-        scale, result = train_residual_denoiser(
+        scale, _, result = train_residual_denoiser(
             denoiser,  # type: ignore[arg-type]
             pool,
             len(sections),

@@ -6,7 +6,8 @@ pure noise restores texture but invents structure and is slow. SkelEM
 decouples the two:
 
 1. The skeleton is trained first, with its own pixel loss, on the volume's XY
-   sections (or loaded from a saved skeleton), and then frozen.
+   sections (``api.configure`` and the CLI fine-tune the shipped skeleton
+   prior), or loaded from a saved skeleton, and then frozen.
 2. A conditional diffusion U-Net (the refiner) learns the high-frequency
    residual ``sharp - skeleton`` on the same self-supervised XY pairs (rows
    sectioned by the axial forward model, cubic-upsampled back), conditioned on
@@ -16,8 +17,10 @@ decouples the two:
 3. At prediction the residual of each XZ and YZ plane is sampled by a
    truncated reverse diffusion: it starts at ``t0 ~ strength * T`` from the
    noised skeleton estimate (a zero residual) and runs ``num_inference_steps``
-   (default 4) DDIM steps. ``inference.mode="full"`` samples from pure noise
-   instead, for comparison.
+   (default 4) DDIM steps. Unless ``inference.strength`` is given, ``t0`` is
+   chosen at training where the noise level matches the skeleton's RMS error
+   on held-out sections (``matched_strength``). ``inference.mode="full"``
+   samples from pure noise instead, for comparison.
 4. Cycle consistency on the real input: the refiner is copied into an XZ and
    a YZ refiner, fine-tuned on crops of the real (cubic-upsampled) volume so
    that the fused restoration, re-sectioned along z by the same forward model,

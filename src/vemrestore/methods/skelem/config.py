@@ -25,6 +25,15 @@ __all__ = [
     "split_steps",
 ]
 
+# The refiner's training: about 2 minutes on one CPU core (``REFINER_TRAIN``).
+REFINER_TRAIN = {
+    "num_steps": 1500,
+    "batch_size": 8,
+    "patch_size": 32,
+    "learning_rate": 1e-3,
+    "loss": "l2",
+    "validate_every": 250,
+}
 # How a budget of training steps splits across SkelEM's stages (``with_step_budget``).
 STEP_BUDGET_SHARES = {"skeleton": 0.5, "refiner": 0.4, "cycle": 0.1}
 
@@ -39,11 +48,15 @@ class SkelEMInference(SamplingConfig):
         ``full``: sample the residual from pure noise (comparison mode).
     num_inference_steps : int
         Refiner network calls per plane and sample (default 4; e.g. 50 for ``full``).
-    strength : float
+    strength : float or None
         ``t0 / T`` of the truncated start (see ``vemrestore.diffusion.sample``).
-        ``num_inference_steps`` and ``strength`` also set ``t0`` for training
-        (the truncated range of timesteps, the cycle fine-tuning start);
-        changed after training (``with_inference``) they still work, off that focus.
+        None (the default): chosen when the refiner is trained, where the
+        diffusion noise level matches the skeleton's RMS error on held-out
+        sections (``matched_strength``), and written into the trained
+        config. ``num_inference_steps`` and ``strength`` also set ``t0`` for
+        training (the truncated range of timesteps, the cycle fine-tuning
+        start); changed after training (``with_inference``) they still work,
+        off that focus.
     num_samples : int
         Samples (seeds) averaged; more than one adds the ``"std"`` output.
     seed : int
@@ -59,7 +72,7 @@ class SkelEMInference(SamplingConfig):
     """
 
     mode: Literal["truncated", "full"] = "truncated"
-    strength: float = Field(0.3, gt=0.0, le=1.0)
+    strength: float | None = Field(None, gt=0.0, le=1.0)
     consistency_projection: bool = True
     halo: int = Field(48, ge=0, le=4096)
 
@@ -71,6 +84,8 @@ def check_sampling_levels(sampling: SamplingConfig, diffusion: DiffusionConfig) 
     and ``strength``.
     """
     num, strength = sampling.num_inference_steps, sampling.strength
+    if strength is None:  # matched at training, among the schedule's levels
+        return
     steps = num if sampling.mode == "full" else round(num / strength)  # type: ignore[attr-defined]
     if steps > diffusion.num_train_timesteps:
         raise ValueError(
@@ -147,7 +162,9 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
         Directory of a trained skeleton (``Skeleton.save``); ``fit`` loads it
         instead of training one. Exclusive with ``skeleton``.
     base_channels, depth : int
-        Refiner U-Net width and number of down-samplings.
+        Refiner U-Net width and number of down-samplings (16 and 2: minutes
+        of training on a laptop CPU; the earlier default, 32 and 3, trained
+        several times slower and scored no better on medulla, see the README).
     diffusion : DiffusionConfig
         Noise schedule and prediction target (``epsilon``, ``sample`` = x0,
         ``v_prediction``) of the refiner.
@@ -183,11 +200,11 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
     profile: Literal["box", "gaussian"] = "box"
     skeleton: SkeletonConfig | None = None
     skeleton_path: Path | None = None
-    base_channels: int = Field(32, ge=1, le=512)
-    depth: int = Field(3, ge=0, le=6)
+    base_channels: int = Field(16, ge=1, le=512)
+    depth: int = Field(2, ge=0, le=6)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     halo_sections: int = Field(8, ge=0, le=256)
-    train: TrainConfig = Field(default_factory=partial(TrainConfig, learning_rate=5e-4, loss="l2"))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**REFINER_TRAIN))
     inference: SkelEMInference = Field(default_factory=SkelEMInference)
     pool_size: int = Field(2048, ge=1, le=1_000_000)
     truncated_fraction: float = Field(0.5, ge=0.0, le=1.0)

@@ -20,10 +20,15 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, XZ, YZ, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
 from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
-from vemrestore.methods.skelem.config import SkelEMConfig
+from vemrestore.methods.skelem.config import SkelEMConfig, SkelEMInference
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
-from vemrestore.methods.skelem.refiner import refine_planes, train_refiner, truncated_start
+from vemrestore.methods.skelem.refiner import (
+    matched_strength,
+    refine_planes,
+    train_refiner,
+    truncated_start,
+)
 from vemrestore.methods.skeleton import PlaneMethod, Skeleton
 from vemrestore.models.cond_unet import ConditionalUNet2D
 from vemrestore.normalize import PercentileNormalization
@@ -80,6 +85,9 @@ class SkelEM(PlaneMethod, TrainedMethod):
         The frozen skeleton (its own saved method, in ``skeleton/``).
     residual_scale : float or None
         RMS of the training residuals; the refiners work in its units.
+    skeleton_error : float or None
+        RMS of the skeleton's residual on held-out sections, in those units
+        (what a matched ``inference.strength`` was chosen from).
     cycle_result : TrainResult or None
         Loss of the cycle fine-tuning (``cycle_terms``: its terms at each validation).
 
@@ -109,6 +117,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
         super().__init__(config)
         self.skeleton: Skeleton | None = None
         self.residual_scale: float | None = None
+        self.skeleton_error: float | None = None
         self.cycle_result: TrainResult | None = None
         self.cycle_terms: list[dict[str, float]] = []
 
@@ -129,11 +138,16 @@ class SkelEM(PlaneMethod, TrainedMethod):
 
     def state_json(self) -> dict[str, Any]:
         networks = self.require_trained()
-        record = {"model": networks["xz"].config, "residual_scale": self.residual_scale}
+        record = {
+            "model": networks["xz"].config,
+            "residual_scale": self.residual_scale,
+            "skeleton_error": self.skeleton_error,
+        }
         return {"refiner.json": record}
 
     def load_state_json(self, files: dict[str, Any]) -> None:
         self.residual_scale = float(files["refiner.json"]["residual_scale"])
+        self.skeleton_error = files["refiner.json"].get("skeleton_error")  # absent in older saves
 
     def training_record(self) -> dict[str, Any] | None:
         if self.train_result is None:
@@ -196,23 +210,37 @@ class SkelEM(PlaneMethod, TrainedMethod):
         skeleton = self._fit_skeleton(volume, **stage_options(options, "skeleton"))
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
         refiner = self.seeded_networks()["xz"]
-        scale, result = train_refiner(
+        fit = train_refiner(
             refiner,  # type: ignore[arg-type]
             skeleton,
             skeleton.normalization.apply(volume.to_numpy()),  # type: ignore[union-attr]
             config=self.config,
-            truncated_start=self._truncated_start(),
+            truncated_start=lambda error: truncated_start(
+                self.config.diffusion, self._sampling_matched_to(error)
+            ),
             train=partial(self.train_network, **stage_options(options, "refiner")),
+        )
+        self.config = self.config.model_copy(
+            update={"inference": self._sampling_matched_to(fit.error)}
         )
         self.set_trained(
             {"xz": refiner, "yz": copy.deepcopy(refiner)},
             skeleton=skeleton,
-            residual_scale=scale,
-            train_result=result,
+            residual_scale=fit.scale,
+            skeleton_error=fit.error,
+            train_result=fit.result,
             cycle_result=None,
             cycle_terms=[],
         )
         return self
+
+    def _sampling_matched_to(self, error: float) -> SkelEMInference:
+        """``config.inference``, its strength (when not given) matched to ``error``."""
+        inference = self.config.inference
+        if inference.strength is not None:
+            return inference
+        strength = matched_strength(self.config.diffusion, inference.num_inference_steps, error)
+        return inference.model_copy(update={"strength": strength})
 
     def fit_cycle(self, volume: Volume, **options: Unpack[FitOptions]) -> SkelEM:
         """Stage 3: fine-tune the XZ and YZ refiners for cycle consistency on the real volume.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from vemrestore.diffusion import (
     sample,
     sampling_timesteps,
 )
+from vemrestore.errors import UserInputError
 from vemrestore.methods.skelem.config import SkelEMConfig
 from vemrestore.methods.skelem.noise import keyed_normal
 from vemrestore.methods.skeleton import Skeleton
@@ -27,9 +29,11 @@ from vemrestore.models.unet2d import pad_to_multiple
 from vemrestore.train import TrainResult, fixed_validation, holdout_sections
 
 __all__ = [
+    "DenoiserFit",
     "PackedDenoiser",
     "RefinerPairs",
     "ResidualSampling",
+    "matched_strength",
     "refine_planes",
     "skeleton_pairs",
     "train_refiner",
@@ -50,7 +54,7 @@ class ResidualSampling(Protocol):
 
     mode: Literal["truncated", "full"]
     num_inference_steps: int
-    strength: float
+    strength: float | None
     seed: int
     batch_size: int
 
@@ -60,10 +64,73 @@ def truncated_start(diffusion: DiffusionConfig, sampling: ResidualSampling) -> i
 
     It also sets the truncated range of training timesteps.
     """
+    if sampling.strength is None:
+        raise UserInputError(
+            "inference.strength is chosen when the refiner is trained (matched to the "
+            "skeleton's error); fit the method first, or give a strength in (0, 1]"
+        )
     steps = sampling_timesteps(
         make_scheduler(diffusion), sampling.num_inference_steps, strength=sampling.strength
     )
     return int(steps[0])
+
+
+def matched_strength(diffusion: DiffusionConfig, num_steps: int, error: float) -> float:
+    """The truncation ``strength`` whose start ``t0`` has the noise level nearest ``error``.
+
+    The truncated sampler starts from the skeleton's estimate (a zero
+    residual) noised to ``t0``. At timestep ``t`` the noise of ``x_t``, in
+    units of the clean sample, has standard deviation ``sigma_t = sqrt((1 -
+    alpha_bar_t) / alpha_bar_t)``; where it equals the skeleton's RMS error
+    (``error``, in the refiner's residual units), the noise covers what the
+    skeleton got wrong without drowning what it got right (SDEdit's
+    trade-off, set from the data instead of by hand).
+
+    Candidates are the strengths ``num_steps / n`` that ``sampling_timesteps``
+    turns into the lowest ``num_steps`` steps of an ``n``-step schedule, for
+    ``n`` from ``num_steps`` to ``num_train_timesteps``; the nearest in log
+    sigma wins.
+
+    Examples
+    --------
+    >>> from vemrestore.diffusion import DiffusionConfig
+    >>> matched_strength(DiffusionConfig(), 4, 1.0)  # cosine schedule: t0 ~ T / 2
+    0.5
+    """
+    if not error > 0:
+        raise ValueError(f"error must be positive, got {error}")
+    scheduler = make_scheduler(diffusion)
+    alpha_bar = scheduler.alphas_cumprod.double()
+    best, best_gap = 1.0, math.inf
+    for n in range(num_steps, int(scheduler.config.num_train_timesteps) + 1):
+        strength = num_steps / n
+        t0 = int(sampling_timesteps(scheduler, num_steps, strength=strength)[0])
+        sigma = math.sqrt((1 - alpha_bar[t0]) / alpha_bar[t0])
+        gap = abs(math.log(sigma / error))
+        if gap < best_gap:
+            best, best_gap = strength, gap
+        elif sigma < error:  # t0 only falls as n grows: past the match, done
+            break
+    return best
+
+
+class DenoiserFit(NamedTuple):
+    """What ``train_residual_denoiser`` gives.
+
+    Attributes
+    ----------
+    scale : float
+        RMS of the training residuals; the denoiser works in its units.
+    error : float
+        RMS of the held-out residuals in those units: the error of the
+        estimate the denoiser refines, on sections it never trained on.
+    result : TrainResult
+        The diffusion loss (validation on the held-out residuals).
+    """
+
+    scale: float
+    error: float
+    result: TrainResult
 
 
 class PackedDenoiser(nn.Module):
@@ -160,14 +227,14 @@ def train_refiner(
     sections: np.ndarray,
     *,
     config: SkelEMConfig,
-    truncated_start: int,
+    truncated_start: int | Callable[[float], int],
     train: Callable[..., TrainResult],
-) -> tuple[float, TrainResult]:
+) -> DenoiserFit:
     """Train ``refiner`` in place on what the frozen skeleton leaves of XY pairs.
 
     ``sections`` is the normalised stack; ``train(model, sampler, loss_fn,
-    validate)`` trains (``TrainedMethod.train_network``). Returns the
-    residual scale and the diffusion loss (see ``train_residual_denoiser``).
+    validate)`` trains (``TrainedMethod.train_network``); ``truncated_start``
+    as in ``train_residual_denoiser``, which gives the result.
     """
     cfg = config
 
@@ -197,32 +264,37 @@ def train_residual_denoiser(
     *,
     diffusion: DiffusionConfig,
     pool_size: int,
-    truncated_start: int,
+    truncated_start: int | Callable[[float], int],
     truncated_fraction: float,
     seed: int,
     batch_size: int,
     train: Callable[..., TrainResult],
-) -> tuple[float, TrainResult]:
+) -> DenoiserFit:
     """Train a conditional denoiser in place on a pool of (conditioning, residual) patches.
 
     ``pool(section_ids, num, rng)`` makes ``num`` patches from the given XY
     sections: the training pool from most sections, fixed validation patches
     from held-out ones (``holdout_sections``). The residuals are scaled to
-    unit RMS; returns that scale and the diffusion loss (``train(model,
-    sampler, loss_fn, validate)``, e.g. ``TrainedMethod.train_network``).
+    unit RMS. ``truncated_start`` is ``t0`` (the truncated range of training
+    timesteps), or a function of the held-out error (``DenoiserFit.error``)
+    that returns it. Training is ``train(model, sampler, loss_fn, validate)``,
+    e.g. ``TrainedMethod.train_network``.
     """
     train_ids, val_ids = holdout_sections(num_sections)
-    options = {
-        "scheduler": make_scheduler(diffusion),
-        "truncated_start": truncated_start,
-        "truncated_fraction": truncated_fraction,
-    }
     cond, residual = pool(train_ids, pool_size, np.random.default_rng([seed, 3]))
-    scale = max(float(np.sqrt(np.mean(residual.astype(np.float64) ** 2))), _MIN_RESIDUAL_SCALE)
-    sampler = RefinerPairs(cond, residual / np.float32(scale), **options)
+    scale = max(_rms(residual), _MIN_RESIDUAL_SCALE)
     val_rng = np.random.default_rng([seed, 4])
     num_val = _VALIDATION_BATCHES * batch_size
     val_cond, val_residual = pool(val_ids, num_val, val_rng)
+    error = max(_rms(val_residual) / scale, _MIN_RESIDUAL_SCALE)
+    options = {
+        "scheduler": make_scheduler(diffusion),
+        "truncated_start": truncated_start
+        if isinstance(truncated_start, int)
+        else truncated_start(error),
+        "truncated_fraction": truncated_fraction,
+    }
+    sampler = RefinerPairs(cond, residual / np.float32(scale), **options)
     val_batch = RefinerPairs(val_cond, val_residual / np.float32(scale), **options).sample_batch(
         val_rng, num_val
     )
@@ -230,7 +302,11 @@ def train_residual_denoiser(
         PackedDenoiser(denoiser), sampler, F.mse_loss, fixed_validation([val_batch], F.mse_loss)
     )
     denoiser.requires_grad_(False).eval()
-    return scale, result
+    return DenoiserFit(scale, error, result)
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(values.astype(np.float64) ** 2)))
 
 
 def refine_planes(
