@@ -56,6 +56,7 @@ def main() -> None:
         pool_size=32,
         train=TINY_TRAIN,
         skeleton={"base_channels": 8, "depth": 2, "train": TINY_TRAIN},
+        from_scratch=True,  # a tiny skeleton, not the shipped prior's network
         cycle={"num_crops": 2, "train": {**TINY_TRAIN, "num_steps": 5, "batch_size": 1}},
         inference={"num_samples": args.samples, "device": "cpu"},
     )

@@ -183,7 +183,10 @@ def test_skelem_trains_its_skeleton_from_the_prior_unless_told_otherwise(tmp_pat
     assert skeleton.prior == "shipped" and skeleton.space_to_depth == 2
     assert skeleton.train.num_steps == 50
     assert skeleton.train.patience == priors.FINE_TUNE["patience"]
-    assert api.configure("skelem", factor=4, from_scratch=True).config.skeleton is None
+    scratch = api.configure("skelem", factor=4, from_scratch=True).config.skeleton
+    assert scratch.prior is None and scratch.space_to_depth == 1  # recorded in its config
+    with pytest.raises(UserInputError, match="--from-scratch and --skeleton"):
+        api.configure("skelem", factor=4, from_scratch=True, skeleton_path=tmp_path)
     given = api.configure("skelem", factor=4, skeleton_path=tmp_path).config
     assert given.skeleton is None and given.skeleton_path == tmp_path
     for options, named in (

@@ -352,6 +352,7 @@ def test_a_model_saved_with_the_old_option_names_still_loads(trained, sections, 
         "model",
         "residual_scale",
         "skeleton_error",
+        "strength_matched",
     }
     # Rewrite config.json as the code before the training/inference split wrote it.
     config = json.loads((path / "config.json").read_text())
@@ -632,6 +633,31 @@ def test_the_truncated_start_is_matched_to_the_skeletons_error(trained, tmp_path
     assert load_method(tmp_path / "model").config.inference.strength == expected
     with pytest.raises(UserInputError, match="chosen when the refiner is trained"):
         truncated_start(cfg.diffusion, SkelEMInference())
+
+
+def test_a_matched_strength_follows_the_steps_and_a_new_fit(trained, sections):
+    from vemrestore.methods.skelem.refiner import matched_strength
+
+    error, diffusion = trained.skeleton_error, trained.config.diffusion
+    assert trained.strength_matched
+    # A fresh config's inference options (strength None) keep the match, at their steps.
+    again = trained.with_inference(**SkelEMInference(num_inference_steps=3).model_dump())
+    assert again.config.inference.strength == matched_strength(diffusion, 3, error)
+    assert again.strength_matched
+    fixed = trained.with_inference(strength=0.2)
+    assert fixed.config.inference.strength == 0.2 and not fixed.strength_matched
+    # Fitted again, a matched strength is matched to the new fit, a given one kept.
+    refit = pickle.loads(pickle.dumps(trained))
+    refit.skeleton_error = None
+    refit.config = refit.config.model_copy(
+        update={"inference": refit.config.inference.model_copy(update={"strength": 0.9})}
+    )
+    refit.fit_refiner(Volume(sections), progress=False)
+    assert refit.config.inference.strength == trained.config.inference.strength
+    assert fixed.fit_refiner(Volume(sections), progress=False).config.inference.strength == 0.2
+    # Too many steps are refused when the config is made, not after training.
+    with pytest.raises(ValidationError, match="num_inference_steps=2000"):
+        SkelEMConfig(scale_factor=FACTOR, inference={"num_inference_steps": 2000})
 
 
 def test_a_given_strength_is_kept(sections, skeleton_dir):

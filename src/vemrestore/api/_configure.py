@@ -211,7 +211,7 @@ def configure(
     if from_scratch:
         if "prior" in config_cls.model_fields:
             data["prior"] = None
-        elif "skeleton" not in config_cls.model_fields:  # SkelEM's default skeleton: scratch
+        elif "skeleton" not in config_cls.model_fields:
             raise UserInputError(
                 f"--from-scratch does not apply to method {name!r}: it has no shipped prior"
             )
@@ -226,6 +226,16 @@ def configure(
         _require_field(config_cls, key, name)
     if "skeleton_path" in given:
         data.pop("skeleton", None)  # a given skeleton replaces the one to train
+    if from_scratch and "skeleton" in config_cls.model_fields:
+        if given.get("skeleton_path", data.get("skeleton_path")) is not None:
+            raise UserInputError(
+                "--from-scratch and --skeleton (skeleton_path) together: the given skeleton is "
+                "used as it is, nothing trains from scratch (drop one of them)"
+            )
+        if isinstance(given.get("skeleton"), dict):
+            given = {**given, "skeleton": {**given["skeleton"], "prior": None}}
+        else:
+            data["skeleton"] = {**(data.get("skeleton") or {}), "prior": None}
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
     # A config file's explicit ``prior: null`` asks for training from scratch too.
     scratch = from_scratch or ("prior" in data and data["prior"] is None)

@@ -162,7 +162,7 @@ class TrainedConfig(MethodConfig):
 
     # Whether a ``train`` mapping given in part is completed from this class's own
     # ``train`` default (True) or from ``TrainConfig``'s (False, the older behaviour
-    # the skeleton, SkelEM and slice methods keep so that their benchmarks reproduce).
+    # the skeleton and slice methods keep so that their benchmarks reproduce).
     merge_partial_train: ClassVar[bool] = False
 
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -88,6 +88,9 @@ class SkelEM(PlaneMethod, TrainedMethod):
     skeleton_error : float or None
         RMS of the skeleton's residual on held-out sections, in those units
         (what a matched ``inference.strength`` was chosen from).
+    strength_matched : bool
+        Whether ``config.inference.strength`` was matched at training (not
+        given); a new ``fit`` then matches it again.
     cycle_result : TrainResult or None
         Loss of the cycle fine-tuning (``cycle_terms``: its terms at each validation).
 
@@ -118,6 +121,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
         self.skeleton: Skeleton | None = None
         self.residual_scale: float | None = None
         self.skeleton_error: float | None = None
+        self.strength_matched = False
         self.cycle_result: TrainResult | None = None
         self.cycle_terms: list[dict[str, float]] = []
 
@@ -142,12 +146,15 @@ class SkelEM(PlaneMethod, TrainedMethod):
             "model": networks["xz"].config,
             "residual_scale": self.residual_scale,
             "skeleton_error": self.skeleton_error,
+            "strength_matched": self.strength_matched,
         }
         return {"refiner.json": record}
 
     def load_state_json(self, files: dict[str, Any]) -> None:
         self.residual_scale = float(files["refiner.json"]["residual_scale"])
-        self.skeleton_error = files["refiner.json"].get("skeleton_error")  # absent in older saves
+        record = files["refiner.json"]
+        self.skeleton_error = record.get("skeleton_error")  # absent in older saves
+        self.strength_matched = bool(record.get("strength_matched", False))
 
     def training_record(self) -> dict[str, Any] | None:
         if self.train_result is None:
@@ -210,37 +217,60 @@ class SkelEM(PlaneMethod, TrainedMethod):
         skeleton = self._fit_skeleton(volume, **stage_options(options, "skeleton"))
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
         refiner = self.seeded_networks()["xz"]
+        # A strength matched at an earlier fit is matched again to this volume.
+        requested = None if self.strength_matched else self.config.inference.strength
+        sampling: list[SkelEMInference] = []
+
+        def start(error: float) -> int:
+            sampling.append(self._sampling_at(requested, error))
+            return truncated_start(self.config.diffusion, sampling[0])
+
         fit = train_refiner(
             refiner,  # type: ignore[arg-type]
             skeleton,
             skeleton.normalization.apply(volume.to_numpy()),  # type: ignore[union-attr]
             config=self.config,
-            truncated_start=lambda error: truncated_start(
-                self.config.diffusion, self._sampling_matched_to(error)
-            ),
+            truncated_start=start,
             train=partial(self.train_network, **stage_options(options, "refiner")),
         )
-        self.config = self.config.model_copy(
-            update={"inference": self._sampling_matched_to(fit.error)}
-        )
+        self.config = self.config.model_copy(update={"inference": sampling[0]})
         self.set_trained(
             {"xz": refiner, "yz": copy.deepcopy(refiner)},
             skeleton=skeleton,
             residual_scale=fit.scale,
             skeleton_error=fit.error,
+            strength_matched=requested is None,
             train_result=fit.result,
             cycle_result=None,
             cycle_terms=[],
         )
         return self
 
-    def _sampling_matched_to(self, error: float) -> SkelEMInference:
-        """``config.inference``, its strength (when not given) matched to ``error``."""
+    def _sampling_at(self, strength: float | None, error: float) -> SkelEMInference:
+        """``config.inference`` with ``strength``, or (None) the strength matched to ``error``."""
         inference = self.config.inference
-        if inference.strength is not None:
-            return inference
-        strength = matched_strength(self.config.diffusion, inference.num_inference_steps, error)
+        if strength is None:
+            steps = inference.num_inference_steps
+            strength = matched_strength(self.config.diffusion, steps, error)
         return inference.model_copy(update={"strength": strength})
+
+    def with_inference(self, **options: Any) -> SkelEM:
+        """``TrainedMethod.with_inference``; ``strength=None`` asks for the matched strength.
+
+        On a trained method that is the strength matched to its skeleton's
+        held-out error (``skeleton_error``), so passing every inference
+        option of a fresh config (its ``strength`` None) keeps the match.
+        """
+        matched = "strength" in options and options["strength"] is None
+        if matched and self.skeleton_error is not None:
+            steps = options.get("num_inference_steps", self.config.inference.num_inference_steps)
+            options["strength"] = matched_strength(
+                self.config.diffusion, steps, self.skeleton_error
+            )
+        method = super().with_inference(**options)
+        if "strength" in options:
+            method.strength_matched = matched
+        return method
 
     def fit_cycle(self, volume: Volume, **options: Unpack[FitOptions]) -> SkelEM:
         """Stage 3: fine-tune the XZ and YZ refiners for cycle consistency on the real volume.

@@ -84,7 +84,9 @@ def matched_strength(diffusion: DiffusionConfig, num_steps: int, error: float) -
     alpha_bar_t) / alpha_bar_t)``; where it equals the skeleton's RMS error
     (``error``, in the refiner's residual units), the noise covers what the
     skeleton got wrong without drowning what it got right (SDEdit's
-    trade-off, set from the data instead of by hand).
+    trade-off). SkelEM's units are the RMS of the training residuals, so its
+    held-out error is close to 1 and the start close to a signal-to-noise
+    ratio of 1; a skeleton that does worse on held-out sections starts noisier.
 
     Candidates are the strengths ``num_steps / n`` that ``sampling_timesteps``
     turns into the lowest ``num_steps`` steps of an ``n``-step schedule, for
@@ -289,9 +291,9 @@ def train_residual_denoiser(
     error = max(_rms(val_residual) / scale, _MIN_RESIDUAL_SCALE)
     options = {
         "scheduler": make_scheduler(diffusion),
-        "truncated_start": truncated_start
-        if isinstance(truncated_start, int)
-        else truncated_start(error),
+        "truncated_start": truncated_start(error)
+        if callable(truncated_start)
+        else int(truncated_start),
         "truncated_fraction": truncated_fraction,
     }
     sampler = RefinerPairs(cond, residual / np.float32(scale), **options)
