@@ -21,6 +21,10 @@ held-out error, and sampling from pure noise) and ``--samples`` seeds:
   sampled residual against the skeleton's absolute error (does the refiner
   act where the skeleton is wrong?).
 
+Beside them, ``skeleton_gradient_spearman``: the rank correlation of the
+skeleton output's gradient magnitude with its absolute error, what a map
+without any sampling reaches.
+
 Reproduce (about 5 minutes on one core)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/skelem_refiner_probe.py --factor 8 \
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from vemrestore import api
 from vemrestore.bench import provenance
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         rng=np.random.default_rng(9),
     )
     truth = truth[:, 0]
+    gradient = np.stack([np.hypot(ndi.sobel(p, 0), ndi.sobel(p, 1)) for p in cond[:, 0]])
+    gradient_spearman = uncertainty_error_correlation(gradient, np.zeros_like(truth), truth)
     matched = method.config.inference.strength
     rows = {}
     for label, options in (*SETTINGS, (f"truncated {matched:g} (matched)", {})):
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "refiner_val_losses": method.train_result.val_losses,
         "skeleton_error": method.skeleton_error,
         "matched_strength": matched,
+        "skeleton_gradient_spearman": gradient_spearman,
         "samples": args.samples,
         "patches": [NUM_PATCHES, PATCH, PATCH],
         "rows": rows,

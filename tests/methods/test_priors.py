@@ -185,6 +185,9 @@ def test_skelem_trains_its_skeleton_from_the_prior_unless_told_otherwise(tmp_pat
     assert skeleton.train.patience == priors.FINE_TUNE["patience"]
     scratch = api.configure("skelem", factor=4, from_scratch=True).config.skeleton
     assert scratch.prior is None and scratch.space_to_depth == 1  # recorded in its config
+    given = api.configure("skeleton", factor=4).config  # a SkeletonConfig object
+    from_object = api.configure("skelem", factor=4, from_scratch=True, skeleton=given).config
+    assert from_object.skeleton.prior is None
     with pytest.raises(UserInputError, match="--from-scratch and --skeleton"):
         api.configure("skelem", factor=4, from_scratch=True, skeleton_path=tmp_path)
     given = api.configure("skelem", factor=4, skeleton_path=tmp_path).config

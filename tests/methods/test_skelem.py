@@ -656,8 +656,21 @@ def test_a_matched_strength_follows_the_steps_and_a_new_fit(trained, sections):
     assert refit.config.inference.strength == trained.config.inference.strength
     assert fixed.fit_refiner(Volume(sections), progress=False).config.inference.strength == 0.2
     # Too many steps are refused when the config is made, not after training.
-    with pytest.raises(ValidationError, match="num_inference_steps=2000"):
+    with pytest.raises(ValidationError, match="num_inference_steps=2000 needs 2000"):
         SkelEMConfig(scale_factor=FACTOR, inference={"num_inference_steps": 2000})
+    # A model saved before strengths were matched has no error to match to.
+    old = pickle.loads(pickle.dumps(trained))
+    old.skeleton_error = None
+    with pytest.raises(UserInputError, match=r"give inference\.strength"):
+        old.with_inference(strength=None)
+
+
+def test_a_partial_train_mapping_keeps_the_refiner_defaults():
+    from vemrestore.methods.skelem.config import REFINER_TRAIN
+    from vemrestore.train import TrainConfig
+
+    config = SkelEMConfig(scale_factor=FACTOR, train={"num_steps": 7})
+    assert config.train == TrainConfig(**{**REFINER_TRAIN, "num_steps": 7})
 
 
 def test_a_given_strength_is_kept(sections, skeleton_dir):

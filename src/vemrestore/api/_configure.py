@@ -232,8 +232,11 @@ def configure(
                 "--from-scratch and --skeleton (skeleton_path) together: the given skeleton is "
                 "used as it is, nothing trains from scratch (drop one of them)"
             )
-        if isinstance(given.get("skeleton"), dict):
-            given = {**given, "skeleton": {**given["skeleton"], "prior": None}}
+        skeleton = given.get("skeleton")
+        if isinstance(skeleton, BaseModel):  # a SkeletonConfig given in Python
+            skeleton = skeleton.model_dump()
+        if isinstance(skeleton, dict):
+            given = {**given, "skeleton": {**skeleton, "prior": None}}
         else:
             data["skeleton"] = {**(data.get("skeleton") or {}), "prior": None}
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())

@@ -89,11 +89,13 @@ def check_sampling_levels(sampling: SamplingConfig, diffusion: DiffusionConfig) 
     # A strength matched at training needs at least the steps themselves.
     steps = num if sampling.mode == "full" or strength is None else round(num / strength)  # type: ignore[attr-defined]
     if steps > diffusion.num_train_timesteps:
+        at = "" if strength is None else f" at inference.strength={strength:g}"
         raise ValueError(
-            f"inference.num_inference_steps={num} at inference.strength={strength} "
-            f"needs {steps} of the diffusion.num_train_timesteps="
-            f"{diffusion.num_train_timesteps} levels (lower "
-            "inference.num_inference_steps or raise inference.strength)"
+            f"inference.num_inference_steps={num}{at} needs {steps} of the "
+            f"diffusion.num_train_timesteps={diffusion.num_train_timesteps} levels (lower "
+            "inference.num_inference_steps"
+            + ("" if strength is None else " or raise inference.strength")
+            + ")"
         )
 
 

@@ -262,6 +262,11 @@ class SkelEM(PlaneMethod, TrainedMethod):
         option of a fresh config (its ``strength`` None) keeps the match.
         """
         matched = "strength" in options and options["strength"] is None
+        if matched and self.networks is not None and self.skeleton_error is None:
+            raise UserInputError(
+                "this SkelEM was saved before strengths were matched (no skeleton_error in "
+                "refiner.json): give inference.strength in (0, 1], e.g. 0.3"
+            )
         if matched and self.skeleton_error is not None:
             steps = options.get("num_inference_steps", self.config.inference.num_inference_steps)
             options["strength"] = matched_strength(
