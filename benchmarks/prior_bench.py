@@ -54,7 +54,8 @@ from vemrestore.bench._scores import AxialScorer, section_cube
 from vemrestore.bench.datasets import scoring_cube
 from vemrestore.engine import predict_array
 from vemrestore.io import Volume, open_volume, write_volume
-from vemrestore.methods.priors import FINE_TUNE, SKELETON_PRIOR, apply_prior
+from vemrestore.methods.priors import FINE_TUNE, SKELETON_PRIOR
+from vemrestore.methods.skeleton_prior import shipped_skeleton
 from vemrestore.metrics import load_segmenter
 from vemrestore.normalize import PercentileNormalization
 
@@ -78,15 +79,6 @@ def _method(row: str, factor: int, steps: int | None):
     raise ValueError(row)
 
 
-def _prior_alone(factor: int, sections: np.ndarray):
-    """The shipped prior with the sections' normalisation, untrained further."""
-    method = api.configure("skeleton", factor=factor)
-    networks = method.build_networks()
-    apply_prior(networks["unet"], "shipped", "skeleton")
-    method.set_trained(networks, normalization=PercentileNormalization.from_data(sections))
-    return method
-
-
 def bench_factor(
     truth: np.ndarray,
     labels: np.ndarray | None,
@@ -106,7 +98,7 @@ def bench_factor(
         if row == "cubic":
             method = api.configure("cubic", factor=factor)
         elif row == "prior":
-            method = _prior_alone(factor, sections)
+            method = shipped_skeleton(factor, PercentileNormalization.from_data(sections))
         else:
             method = _method(row, factor, args.steps)
             start = time.perf_counter()

@@ -44,15 +44,14 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from vemrestore import api
 from vemrestore.bench import provenance
 from vemrestore.bench.datasets import scoring_cube
 from vemrestore.degrade import AxialSectioning
 from vemrestore.io import Volume
 from vemrestore.methods import create_method
-from vemrestore.methods.priors import apply_prior
 from vemrestore.methods.skelem import SkelEM
 from vemrestore.methods.skelem.refiner import refine_planes, skeleton_pairs
+from vemrestore.methods.skeleton_prior import shipped_skeleton
 from vemrestore.metrics import uncertainty_error_correlation
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import holdout_sections
@@ -66,16 +65,6 @@ SETTINGS = (  # (label, inference options)
     ("full, 4 steps", {"mode": "full", "num_inference_steps": 4}),
     ("full, 20 steps", {"mode": "full", "num_inference_steps": 20}),
 )
-
-
-def prior_skeleton_dir(factor: float, sections: np.ndarray, work: Path) -> Path:
-    """The shipped prior as a saved skeleton (no fine-tune), normalised like the sections."""
-    skeleton = api.configure("skeleton", factor=factor)
-    networks = skeleton.build_networks()
-    apply_prior(networks["unet"], "shipped", "skeleton")
-    skeleton.set_trained(networks, normalization=PercentileNormalization.from_data(sections))
-    skeleton.save(work / "skeleton")
-    return work / "skeleton"
 
 
 def sampled_residuals(method: SkelEM, cond: np.ndarray, samples: int, **options) -> np.ndarray:
@@ -132,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = AxialSectioning(args.factor).apply(cube[0])[0].astype(np.float32)
     observed = Volume(sections, voxel_size=(10.0 * args.factor, 10.0, 10.0))
     with tempfile.TemporaryDirectory() as work:
-        skeleton = prior_skeleton_dir(args.factor, sections, Path(work))
+        skeleton = Path(work) / "skeleton"
+        prior = shipped_skeleton(args.factor, PercentileNormalization.from_data(sections))
+        prior.save(skeleton)
         train = {} if args.steps is None else {"train": {"num_steps": args.steps}}
         method = create_method(
             "skelem", scale_factor=args.factor, skeleton_path=skeleton, cycle=None, **train

@@ -19,7 +19,7 @@ from vemrestore.methods import priors
 from vemrestore.methods.interpolate import upsample_axial
 from vemrestore.methods.priors import SKELETON_PRIOR, apply_prior, read_prior
 from vemrestore.methods.skeleton import Skeleton, SkeletonConfig, factor_code
-from vemrestore.methods.skeleton_prior import MixedFactorSampler
+from vemrestore.methods.skeleton_prior import MixedFactorSampler, shipped_skeleton
 from vemrestore.normalize import PercentileNormalization
 
 SMALL_TRAIN = {"num_steps": 3, "batch_size": 2, "patch_size": 16, "validate_every": 1}
@@ -27,11 +27,7 @@ SMALL_TRAIN = {"num_steps": 3, "batch_size": 2, "patch_size": 16, "validate_ever
 
 def _prior_method(factor: float) -> Skeleton:
     """A skeleton with the shipped prior's weights, no fine-tuning, data range 0..1."""
-    method = Skeleton(SkeletonConfig(scale_factor=factor, **SKELETON_PRIOR))
-    network = method.build_networks()
-    apply_prior(network["unet"], "shipped", "skeleton")
-    method.set_trained(network, normalization=PercentileNormalization(0.0, 1.0))
-    return method
+    return shipped_skeleton(factor, PercentileNormalization(0.0, 1.0))
 
 
 def test_the_shipped_prior_matches_its_record():

@@ -1,4 +1,5 @@
-"""Training pairs for the skeleton's shipped prior: many stacks, any axial factor.
+"""The skeleton's shipped prior: its training pairs (many stacks, any axial factor) and
+the prior alone as a trained skeleton.
 
 The prior is one factor-conditioned network (``SkeletonConfig.factor_input``)
 that fine-tunes on a user's volume at whatever factor it has. Each batch draws
@@ -17,9 +18,30 @@ from dataclasses import KW_ONLY, dataclass
 import numpy as np
 
 from vemrestore.methods._trained import ArraySampler
-from vemrestore.methods.skeleton import PairSampler
+from vemrestore.methods.priors import SKELETON_PRIOR, apply_prior
+from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
+from vemrestore.normalize import PercentileNormalization
 
-__all__ = ["MixedFactorSampler"]
+__all__ = ["MixedFactorSampler", "shipped_skeleton"]
+
+
+def shipped_skeleton(factor: float, normalization: PercentileNormalization) -> Skeleton:
+    """The shipped prior, not fine-tuned, as a trained skeleton for ``factor``.
+
+    What fine-tuning starts from: for comparisons with it, or a frozen
+    skeleton for SkelEM. ``normalization`` maps the input's intensities to
+    the network's range (e.g. ``PercentileNormalization.from_data(sections)``).
+
+    Raises
+    ------
+    UserInputError
+        If the shipped weights are missing or damaged (``read_prior``).
+    """
+    method = Skeleton(SkeletonConfig(scale_factor=factor, **SKELETON_PRIOR, prior="shipped"))
+    networks = method.build_networks()
+    method.prior_record = apply_prior(networks["unet"], "shipped", "skeleton")
+    method.set_trained(networks, normalization=normalization)
+    return method
 
 
 @dataclass(eq=False)
