@@ -316,3 +316,41 @@ def test_stage_two_killed_between_its_two_volumes_resumes(tmp_path):
     shutil.rmtree(folder / "xz.zarr")  # as if killed before its final rename
     again = method.recover(teacher, volume, folder, progress=False)
     np.testing.assert_array_equal(again[XZ].to_numpy(), expected)
+
+
+def test_a_skelem_teacher_resumes_with_its_matched_strength(tmp_path, monkeypatch):
+    skelem = {
+        "base_channels": 4,
+        "depth": 2,
+        "train": TINY,
+        "pool_size": 8,
+        "cycle": None,
+        "inference": {"halo": 8},
+        "skeleton": {"base_channels": 4, "depth": 2, "train": TINY},
+    }
+
+    def d2r() -> D2R:
+        return create_method(
+            "d2r",
+            scale_factor=4,
+            teacher="skelem",
+            channels=4,
+            num_blocks=1,
+            patch_sections=2,
+            train=TINY,
+            teacher_options=skelem,
+        )
+
+    volume = _volume()
+    with monkeypatch.context() as patch:
+        _kill(patch, "recover")
+        with pytest.raises(KeyboardInterrupt):
+            d2r().fit(volume, checkpoint_dir=tmp_path, progress=False)
+    saved = load_method(tmp_path / "teacher" / "model")
+    assert saved.strength_matched and saved.config.inference.strength is not None
+    resumed = d2r().fit(volume, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert "teacher" not in resumed.stage_seconds  # the saved teacher was reused
+    fresh = d2r().fit(volume, progress=False)
+    np.testing.assert_array_equal(
+        predict_array(resumed, volume.data), predict_array(fresh, volume.data)
+    )
