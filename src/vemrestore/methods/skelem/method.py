@@ -151,8 +151,8 @@ class SkelEM(PlaneMethod, TrainedMethod):
         return {"refiner.json": record}
 
     def load_state_json(self, files: dict[str, Any]) -> None:
-        self.residual_scale = float(files["refiner.json"]["residual_scale"])
         record = files["refiner.json"]
+        self.residual_scale = float(record["residual_scale"])
         self.skeleton_error = record.get("skeleton_error")  # absent in older saves
         self.strength_matched = bool(record.get("strength_matched", False))
 
