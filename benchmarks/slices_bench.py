@@ -22,9 +22,14 @@ Protocol (per dataset):
   treated as unknown and only the masked pixels are scored (PSNR on them;
   SSIM map averaged over them);
 - methods: ``slices-linear``, ``slices-flow`` (TV-L1) and ``slices-diffusion``
-  (its default, 1 sampling step, and 4 steps), all through
+  (conditioned on ``--estimate``, flow by default), sampled in 1 step from
+  pure noise (``diffusion-1step``) and in 4 steps from each of
+  ``--strengths`` (``diffusion-4step`` from pure noise, ``diffusion-4step-s0.5``
+  from the estimate half-noised: the method's default), all through
   ``vemrestore.engine.predict_array``; ``seconds_per_section`` is prediction
-  wall time per restored section;
+  wall time per restored section. The diffusion model trains from scratch
+  for ``--steps``, or with ``--prior`` fine-tunes a prior
+  (``SLICES_FINE_TUNE``: early stopping on the training stack's section 5);
 - reference row ``linear+blur``: linear interpolation smoothed by a Gaussian
   whose sigma maximises PSNR on the training sections. Where neighbouring
   sections differ a lot (ISBI, 50 nm), PSNR rewards a smooth prediction of
@@ -53,11 +58,19 @@ scoring (no PSNR/SSIM): the ceiling of F1/VI/ARAND, i.e. what the segmenter
 reaches on real data; its KID (real against other real sections) is the
 baseline, about 0.
 
-Run (ISBI, as in ``benchmarks/results/slices_isbi_structure.json``; 30 min
-on 2 CPU cores shared with other jobs, 22 of them training)::
+Runs (ISBI; one CPU thread each, about 60 min from scratch, 25 min with the prior)::
 
+    # from scratch, flow-conditioned (benchmarks/results/slices_isbi_flow.json)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/slices_bench.py --datasets isbi \\
+        --steps 1500 --estimate flow --strengths 1,0.5,0.3 --threads 1 \\
+        --out benchmarks/results/slices_isbi_flow.json
+    # the shipped prior fine-tuned on sections 0-14 (slices_isbi_prior.json)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/slices_bench.py --datasets isbi \\
+        --prior shipped --steps 600 --strengths 1,0.5,0.3 --threads 1 \\
+        --out benchmarks/results/slices_isbi_prior.json
+    # linear-conditioned, as before the flow estimate (slices_isbi_structure.json)
     nice -n 10 .venv/bin/python benchmarks/slices_bench.py --datasets isbi --steps 1500 \\
-        --out benchmarks/results/slices_isbi_structure.json
+        --estimate linear --strengths 1 --out benchmarks/results/slices_isbi_structure.json
 
 Smoke run (a few minutes)::
 
@@ -95,6 +108,7 @@ from vemrestore.degrade import SliceDamage
 from vemrestore.engine import predict_array
 from vemrestore.io import atomic_output
 from vemrestore.io._volume import Volume
+from vemrestore.methods.priors import SLICES_FINE_TUNE, SLICES_PRIOR
 from vemrestore.methods.slices import (
     DiffusionSlices,
     DiffusionSlicesConfig,
@@ -213,16 +227,18 @@ def datasets(names: list[str], quick: bool) -> dict[str, dict[str, Any]]:
     return out
 
 
-def train_diffusion(train: np.ndarray, steps: int, threads: int) -> tuple[DiffusionSlices, dict]:
-    config = DiffusionSlicesConfig(
-        train={
-            "num_steps": steps,
-            "device": "cpu",
-            "num_threads": threads,
-            "validate_every": max(1, steps // 6),
-            "checkpoint_every": steps,
-        }
-    )
+def train_diffusion(
+    train: np.ndarray, steps: int, threads: int, estimate: str, prior: str | None
+) -> tuple[DiffusionSlices, dict]:
+    """The diffusion restorer trained on ``train``: from scratch, or fine-tuned from ``prior``."""
+    options = {"num_steps": steps, "device": "cpu", "num_threads": threads}
+    if prior is None:
+        options |= {"validate_every": max(1, steps // 6), "checkpoint_every": steps}
+        config = DiffusionSlicesConfig(estimate=estimate, train=options)
+    else:  # the prior fixes the network and the estimate; a fine-tune with early stopping
+        config = DiffusionSlicesConfig(
+            **SLICES_PRIOR, prior=prior, train=SLICES_FINE_TUNE | options
+        )
     method = DiffusionSlices(config)
     start = time.perf_counter()
     method.fit(Volume(train), progress=False)
@@ -232,6 +248,7 @@ def train_diffusion(train: np.ndarray, steps: int, threads: int) -> tuple[Diffus
         "seconds": round(time.perf_counter() - start, 1),
         "val_losses": [(s, round(v, 5)) for s, v in r.val_losses],
         "config": config.model_dump(mode="json"),
+        "prior": (method.training_record() or {}).get("prior"),
     }
     return method, info
 
@@ -398,8 +415,13 @@ def predicting(method: Any) -> Restorer:
     return restore
 
 
+def sampled_label(strength: float) -> str:
+    """Row name of the few-step sampler started at ``strength`` (1: from pure noise)."""
+    return f"diffusion-{SAMPLED_STEPS}step" + ("" if strength == 1.0 else f"-s{strength:g}")
+
+
 def restorers(
-    data: dict[str, Any], diffusion: DiffusionSlices, sigma: float
+    data: dict[str, Any], diffusion: DiffusionSlices, sigma: float, strengths: list[float]
 ) -> dict[str, Restorer]:
     """Each row's restorer, in table order; ``truth`` (labelled stacks only) is the true stack."""
     out: dict[str, Restorer] = {}
@@ -408,10 +430,15 @@ def restorers(
     out |= {
         "linear": predicting(LinearSlices(LinearSlicesConfig())),
         "flow": predicting(FlowSlices(FlowSlicesConfig())),
-        "diffusion": predicting(diffusion),
-        f"diffusion-{SAMPLED_STEPS}step": predicting(
-            diffusion.with_inference(num_inference_steps=SAMPLED_STEPS)
+        "diffusion-1step": predicting(
+            diffusion.with_inference(num_inference_steps=1, strength=1.0)
         ),
+        **{
+            sampled_label(strength): predicting(
+                diffusion.with_inference(num_inference_steps=SAMPLED_STEPS, strength=strength)
+            )
+            for strength in strengths
+        },
         "linear+blur": lambda damaged, damage: blurred_linear(damaged, damage, sigma),
     }
     return out
@@ -503,11 +530,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     segmenter, results, training, figures, report = None, [], {}, {}, []
     for name, data in stacks.items():
         logging.info("%s: training diffusion for %d steps", name, steps[name])
-        diffusion, info = train_diffusion(data["train"], steps[name], args.threads)
+        diffusion, info = train_diffusion(
+            data["train"], steps[name], args.threads, args.estimate, args.prior
+        )
         info["blur_sigma"] = choose_blur(data["train"])
         info["protocol"] = data["protocol"]
         training[name] = info
-        rows = restorers(data, diffusion, info["blur_sigma"])
+        rows = restorers(data, diffusion, info["blur_sigma"], args.strengths)
         scorer = None
         if "membranes" in data:
             # Loaded after training: the scores use the weights shipped when scoring starts.
@@ -559,7 +588,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return markdown_table(results, ids=ids, measures=columns)
 
 
-def save_figure(figures: dict, path: Path, first: int) -> None:
+def save_figure(figures: dict, path: Path, first: int, strengths: list[float]) -> None:
     """Rows: a single hidden section and a masked section; columns: neighbours, truth, methods.
 
     ``first`` is the id of the scored stack's first section (titles give stack ids).
@@ -583,8 +612,8 @@ def save_figure(figures: dict, path: Path, first: int) -> None:
         "linear",
         "linear+blur",
         "flow",
-        "diffusion",
-        f"diffusion-{SAMPLED_STEPS}step",
+        "diffusion-1step",
+        *(sampled_label(strength) for strength in strengths),
     ]
     fig, axes = plt.subplots(len(rows), len(labels), figsize=(3 * len(labels), 3.2 * len(rows)))
     size = min(256, test.shape[1])
@@ -620,8 +649,27 @@ def main() -> None:
         default="isbi,medulla",
         help=f"comma-separated subset of {','.join(DATASETS)} (see the module docstring)",
     )
+    parser.add_argument(
+        "--estimate",
+        default="flow",
+        choices=("linear", "flow"),
+        help="the interpolation the diffusion model is conditioned on and corrects",
+    )
+    parser.add_argument(
+        "--strengths",
+        default="1,0.5",
+        help=f"comma-separated start strengths of the {SAMPLED_STEPS}-step rows (1: pure noise; "
+        "0.5: the default of slices-diffusion)",
+    )
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="fine-tune this slices-diffusion prior ('shipped' or a .pt path) for --steps "
+        "steps with early stopping, instead of training from scratch (sets --estimate)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args()
+    args.strengths = [float(s) for s in args.strengths.split(",")]
     origin = provenance()  # taken before the run: the commit of the code that ran
     args.datasets = args.datasets.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -643,7 +691,10 @@ def main() -> None:
         written.write_text(json.dumps(record, indent=2))
     if "isbi" in args.datasets:
         save_figure(
-            outcome["figures"], out.with_name(f"{out.stem}_isbi.png"), ISBI_SCORED_SECTIONS.start
+            outcome["figures"],
+            out.with_name(f"{out.stem}_isbi.png"),
+            ISBI_SCORED_SECTIONS.start,
+            args.strengths,
         )
     print(format_table(outcome["results"]))
     print(f"wrote {out}")

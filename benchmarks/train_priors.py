@@ -37,7 +37,7 @@ import tifffile
 from vemrestore._shipped import write_shipped
 from vemrestore.bench import provenance
 from vemrestore.bench.datasets import real_dataset
-from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMAND, SKELETON_PRIOR
+from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMANDS, SKELETON_PRIOR
 from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
 from vemrestore.methods.skeleton_prior import MixedFactorSampler
 from vemrestore.normalize import PercentileNormalization
@@ -155,7 +155,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - start, 1),  # of this (last) run
         "val_losses": result.val_losses,
         "train_config": train.model_dump(),
-        "retrain": RETRAIN_COMMAND,
+        "retrain": RETRAIN_COMMANDS["skeleton"],
         **provenance(),
     }
     state = {key: value.half() for key, value in network.state_dict().items()}

@@ -88,7 +88,9 @@ def test_diffusion_reuses_a_saved_model(stack_tif, tmp_path):
     options["inference"] = {"num_inference_steps": 2, "halo": 8}
     options["train"] = {"num_steps": 2, "patch_size": 16, "batch_size": 2, "num_threads": 1}
     stack = Volume(tifffile.imread(stack_tif))
-    prepare_slices(stack, missing=[4], model_dir=model, options=options, progress=False)
+    prepare_slices(
+        stack, missing=[4], model_dir=model, options=options, progress=False, from_scratch=True
+    )
     out = tmp_path / "out.tif"
     result = runner.invoke(
         app, ["slices", str(stack_tif), str(out), "--missing", "4", "--model-dir", str(model)]

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy.ndimage import gaussian_filter, shift
 
 from vemrestore.api._slices import prepare_slices, restore_slices
@@ -24,6 +25,7 @@ from vemrestore.methods.slices import (
     LinearSlices,
     LinearSlicesConfig,
     SliceDamageMap,
+    pairs,
     parse_indices,
 )
 from vemrestore.methods.slices.pairs import WindowSampler
@@ -202,8 +204,14 @@ def test_unknown_method_and_missing_damage_map(stack):
         predict_array(LinearSlices(LinearSlicesConfig()), stack)
 
 
-@pytest.mark.parametrize("kind", ["linear", "flow", "diffusion"])
-def test_blockwise_equals_in_memory(stack, trained, tmp_path, kind):
+@pytest.fixture(scope="module")
+def trained_on_linear(stack) -> DiffusionSlices:
+    method = DiffusionSlices(DiffusionSlicesConfig(**TINY, train=TINY_TRAIN, estimate="linear"))
+    return method.fit(Volume(stack), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["linear", "flow", "diffusion", "diffusion-linear"])
+def test_blockwise_equals_in_memory(stack, trained, trained_on_linear, tmp_path, kind):
     mask = np.zeros(stack.shape, bool)
     mask[7, 3:12, 10:28] = True
     damage = SliceDamageMap.build(stack.shape, missing=[0, 3, 4, 8, 12, 15], mask=mask)
@@ -211,8 +219,10 @@ def test_blockwise_equals_in_memory(stack, trained, tmp_path, kind):
         method, block = LinearSlices(LinearSlicesConfig()), (4, 16, 16)
     elif kind == "flow":
         method, block = FlowSlices(FlowSlicesConfig(halo=32)), (4, 32, 32)
-    else:
+    elif kind == "diffusion":
         method, block = trained, (4, 32, 32)
+    else:
+        method, block = trained_on_linear, (4, 32, 32)
     method = _with_damage(method, damage)
     whole = predict_array(method, stack)
     path = predict_volume(
@@ -277,6 +287,16 @@ def test_diffusion_save_load_round_trip(stack, trained, tmp_path):
     assert np.array_equal(predict_array(_with_damage(loaded, damage), stack), expected)
 
 
+def test_a_model_saved_before_the_flow_estimate_loads_as_linear(trained_on_linear, tmp_path):
+    trained_on_linear.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    saved = yaml.safe_load(path.read_text())
+    assert saved.pop("estimate") == "linear"
+    path.write_text(yaml.safe_dump(saved))  # as written before `estimate` existed
+    assert DiffusionSlicesConfig.model_validate(saved).estimate == "flow"  # today's default
+    assert load_method(tmp_path / "model").config.estimate == "linear"
+
+
 def test_diffusion_training_never_uses_damaged_sections(stack):
     config = DiffusionSlicesConfig(**TINY, train=TINY_TRAIN, max_gap=2)
     damage = SliceDamageMap.build(stack.shape, missing=[4, 9])
@@ -301,6 +321,58 @@ def test_diffusion_training_never_uses_damaged_sections(stack):
     assert not targets[:, 1, [0, -1]].any()
 
 
+def _moving_stack(num: int = 7, size: int = 48) -> np.ndarray:
+    """Smooth texture shifted 3 px in x per section: flow interpolates it, linear blurs it."""
+    base = gaussian_filter(np.random.default_rng(1).random((size, size)), 2.5)
+    base = (base - base.min()) / (base.max() - base.min())
+    return np.stack([shift(base, (0, 3.0 * z), mode="wrap") for z in range(num)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("region", [512, 40])
+def test_flow_estimates_follow_the_training_crops_through_every_flip(monkeypatch, region):
+    monkeypatch.setattr(pairs, "_FLOW_REGION", region)  # 40: regions smaller than the sections
+    options = {
+        "usable": np.ones(7, bool),
+        "targets": np.ones(7, bool),
+        "num_context": 1,
+        "max_gap": 2,
+        "patch_size": 16,
+        "region_probability": 0.5,
+        "scheduler": DiffusionSlices(DiffusionSlicesConfig(**TINY)).scheduler,
+    }
+    errors, masks = {}, {}
+    for estimate in ("linear", "flow"):
+        sampler = WindowSampler(_moving_stack(), estimate=estimate, **options)
+        inputs, targets = sampler.draw(np.random.default_rng(3), 16)
+        # prediction_type "sample": the target channel is the clean window.
+        guess, truth, unknown = inputs[:, 1], targets[:, 0], targets[:, 1] > 0
+        np.testing.assert_array_equal(guess[~unknown], truth[~unknown])
+        errors[estimate] = float(np.sqrt(np.mean((guess - truth)[unknown] ** 2)))
+        masks[estimate] = unknown
+    np.testing.assert_array_equal(masks["flow"], masks["linear"])
+    # A flow window flipped, rotated or placed unlike its truth would do worse than linear.
+    assert errors["flow"] < 0.5 * errors["linear"]
+
+
+def test_flow_estimates_are_computed_for_a_bounded_number_of_windows(monkeypatch):
+    monkeypatch.setattr(pairs, "_MAX_FLOW_WINDOWS", 3)
+    sampler = WindowSampler(
+        _moving_stack(num=12),
+        usable=np.ones(12, bool),
+        targets=np.ones(12, bool),
+        num_context=1,
+        max_gap=2,
+        patch_size=16,
+        region_probability=0.0,
+        scheduler=DiffusionSlices(DiffusionSlicesConfig(**TINY)).scheduler,
+        estimate="flow",
+    )
+    assert len(sampler.flow) == 3
+    assert sum(len(starts) for starts in sampler.windows.values()) == 3
+    for _ in range(4):  # every draw comes from a window with an estimate
+        sampler.draw(np.random.default_rng(_), 2)
+
+
 def test_prepare_slices_trains_loads_and_reports(stack, tmp_path):
     options = {**TINY, "train": TINY_TRAIN}
     method, report = prepare_slices(
@@ -311,6 +383,7 @@ def test_prepare_slices_trains_loads_and_reports(stack, tmp_path):
         train_steps=2,
         options=options,
         progress=False,
+        from_scratch=True,
     )
     assert report.training["steps"] == 2
     assert (tmp_path / "m" / "weights.pt").is_file()
@@ -414,7 +487,13 @@ def test_diffusion_xy_blocks_match_whole_sections_when_the_halo_covers_the_netwo
 
 def test_prepare_slices_resumes_training_from_its_checkpoints(stack, tmp_path, caplog):
     options = {**TINY, "train": {**TINY_TRAIN, "checkpoint_every": 2}}
-    common = {"missing": [7], "method": "diffusion", "options": options, "progress": False}
+    common = {
+        "missing": [7],
+        "method": "diffusion",
+        "options": options,
+        "progress": False,
+        "from_scratch": True,
+    }
     first, _ = prepare_slices(Volume(stack), checkpoint_dir=tmp_path / "ckpt", **common)
     assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
     with caplog.at_level("INFO", logger="vemrestore.train"):
@@ -423,3 +502,39 @@ def test_prepare_slices_resumes_training_from_its_checkpoints(stack, tmp_path, c
     pairs = zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True)
     for a, b in pairs:
         torch.testing.assert_close(a, b)
+
+
+def _write_prior(path, method: DiffusionSlices, estimate: str):
+    """``method``'s network written as a prior (weights and record) at ``path``."""
+    from vemrestore._shipped import write_shipped
+
+    net = method.require_trained()["net"]
+    record = {"method": "slices-diffusion", "config": {"estimate": estimate}, "network": net.config}
+    return write_shipped(path, net.state_dict(), record)
+
+
+def test_a_prior_given_by_path_starts_the_training_and_is_recorded(
+    stack, trained, tmp_path, monkeypatch
+):
+    record = _write_prior(tmp_path / "prior.pt", trained, "flow")
+    config = DiffusionSlicesConfig(**TINY, prior=str(tmp_path / "prior.pt"), train=TINY_TRAIN)
+    start = {}
+    train_network = DiffusionSlices.train_network
+
+    def capture_start(self, model, *args, **kwargs):
+        start.update({k: v.clone() for k, v in model.net.state_dict().items()})
+        return train_network(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionSlices, "train_network", capture_start)
+    method = DiffusionSlices(config).fit(Volume(stack), progress=False)
+    prior = trained.require_trained()["net"].state_dict()
+    assert start.keys() == prior.keys()
+    assert all(torch.equal(start[k], prior[k]) for k in prior)
+    assert method.training_record()["prior"]["sha256"] == record["sha256"]
+
+
+def test_a_prior_for_another_estimate_is_one_clear_error(stack, trained, tmp_path):
+    _write_prior(tmp_path / "prior.pt", trained, "linear")
+    config = DiffusionSlicesConfig(**TINY, prior=str(tmp_path / "prior.pt"), train=TINY_TRAIN)
+    with pytest.raises(UserInputError, match=r"estimate='linear', not 'flow'.*from scratch"):
+        DiffusionSlices(config).fit(Volume(stack), progress=False)

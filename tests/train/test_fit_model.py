@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from vemrestore.degrade import AxialSectioning
 from vemrestore.errors import UserInputError
@@ -348,3 +349,29 @@ def test_an_early_stopped_run_resumes_as_stopped(tmp_path):
 def test_patience_without_validation_is_refused():
     with pytest.raises(UserInputError, match="needs a validation"):
         _fit(_model(), None, patience=2)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(clip):
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        fit_model(
+            _model(),
+            sample_batch=_Sampler(),
+            loss_fn=pixel_loss("l2"),
+            config=_config(num_steps=5, grad_clip=clip),
+            progress=False,
+        )
+    finally:
+        handle.remove()
+    assert len(norms) == 5
+    if clip is None:
+        assert max(norms) > 1e-2  # unclipped, this model's gradients are far larger
+    else:
+        assert max(norms) <= clip * (1 + 1e-4)

@@ -385,6 +385,7 @@ def slices(
     model_dir: Path | None = None,
     report: Path | None = None,
     seed: int = 0,
+    from_scratch: bool = False,
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE,
     scheduler: str | None = None,
     pyramid: bool = True,
@@ -396,7 +397,8 @@ def slices(
     """Restore missing and damaged sections of the stack at ``src`` into ``dst``.
 
     Voxels outside the damage are copied unchanged; ``voxel_size`` (z, y, x)
-    in nm replaces the input file's. Returns the
+    in nm replaces the input file's. Diffusion training fine-tunes the shipped
+    prior unless ``from_scratch``. Returns the
     ``SliceReport`` (also written as JSON to ``report`` when given).
     Killed and called again, diffusion training resumes from ``.NAME.run``
     beside ``dst``, and a ``.zarr`` output from its finished blocks.
@@ -420,6 +422,7 @@ def slices(
         "method": method,
         "steps": steps,
         "seed": seed,
+        "from_scratch": from_scratch,
         "model_dir": None if model_dir is None else str(Path(model_dir).resolve()),
     }
     with run_lock(dst):
@@ -434,6 +437,7 @@ def slices(
             train_steps=steps,
             seed=seed,
             checkpoint_dir=folder,
+            from_scratch=from_scratch,
         )
         start = time.perf_counter()
         engine = _engine_options(block_shape, scheduler, pyramid, zarr_format, overwrite)

@@ -28,6 +28,8 @@ __all__ = [
     "config_factor",
     "configure",
     "factor_mismatch",
+    "refuse_prior_conflicts",
+    "under_shipped_prior",
 ]
 
 #: A factor further than this (relative) from the voxel sizes' z / x is refused without force.
@@ -242,11 +244,18 @@ def configure(
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
     # A config file's explicit ``prior: null`` asks for training from scratch too.
     scratch = from_scratch or ("prior" in data and data["prior"] is None)
-    combined = {**data, **given} if scratch else _under_prior(name, {**data, **given})
+    combined = {**data, **given} if scratch else under_shipped_prior(name, {**data, **given})
     method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
-    conflicts = prior_conflicts(name, method_config)
-    nested = getattr(method_config, "skeleton", None)
+    refuse_prior_conflicts(name, method_config)
+    return get_method(name)(method_config)
+
+
+def refuse_prior_conflicts(name: str, config: MethodConfig) -> None:
+    """Raise `UserInputError` when ``config`` starts from the shipped prior (its own, or its
+    skeleton's) with architecture options the prior was not trained with."""
+    conflicts = prior_conflicts(name, config)
+    nested = getattr(config, "skeleton", None)
     if not conflicts and nested is not None:
         conflicts = [f"skeleton.{c}" for c in prior_conflicts("skeleton", nested)]
         name = "skeleton" if conflicts else name
@@ -256,10 +265,9 @@ def configure(
             "(drop those options to fine-tune the prior, or train from scratch: "
             "--from-scratch, from_scratch=True in Python)"
         )
-    return get_method(name)(method_config)
 
 
-def _under_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
+def under_shipped_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (the file's options and the overrides) on top of the options that start
     ``name`` from its shipped prior.
 
@@ -291,7 +299,7 @@ def _skeleton_under_prior(data: dict[str, Any]) -> dict[str, Any]:
         return data
     if "profile" in data:
         skeleton.setdefault("profile", data["profile"])
-    return {**data, "skeleton": _under_prior("skeleton", skeleton)}
+    return {**data, "skeleton": under_shipped_prior("skeleton", skeleton)}
 
 
 def _validate(

@@ -230,7 +230,7 @@ def repair_sections(volume: Volume, **options: Any) -> Volume:
         Nonzero on damaged voxels (only those are restored), e.g. a napari
         labels layer's data.
     method : {"linear", "flow", "diffusion"}
-        Restoration method; ``diffusion`` trains on the stack first.
+        Restoration method; ``diffusion`` fine-tunes the shipped prior on the stack first.
     steps : int, optional
         Training steps of ``diffusion`` (default: the config's).
     detect : bool

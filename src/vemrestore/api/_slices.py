@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vemrestore.api._configure import refuse_prior_conflicts, under_shipped_prior
 from vemrestore.engine import predict_array
 from vemrestore.errors import UserInputError
 from vemrestore.io import Volume
@@ -69,9 +70,11 @@ def _build_damage(
 
 
 def _diffusion_options(
-    options: dict[str, Any], seed: int, train_steps: int | None
+    options: dict[str, Any], seed: int, train_steps: int | None, from_scratch: bool
 ) -> dict[str, Any]:
-    """``options`` with ``seed`` as the training and sampling seed unless they give one."""
+    """``options`` with ``seed`` as the training and sampling seed unless they give one,
+    on top of the prior's fine-tune (the shipped prior unless they name another) unless
+    ``from_scratch`` or they say ``prior: None``."""
     train = dict(options.pop("train", {}))
     train.setdefault("seed", seed)
     if train_steps is not None:
@@ -79,7 +82,14 @@ def _diffusion_options(
     inference = dict(options.pop("inference", {}))
     if "seed" not in options:  # an old top-level sampling seed moves into inference itself
         inference.setdefault("seed", seed)
-    return {**options, "train": train, "inference": inference}
+    options = {**options, "train": train, "inference": inference}
+    if from_scratch and options.get("prior") is not None:
+        raise UserInputError(
+            f"from_scratch together with prior={options['prior']!r}: drop one of them"
+        )
+    if from_scratch or ("prior" in options and options["prior"] is None):
+        return options
+    return under_shipped_prior(SLICE_METHODS["diffusion"], options)
 
 
 def prepare_slices(
@@ -96,6 +106,7 @@ def prepare_slices(
     detect_options: dict[str, Any] | None = None,
     progress: bool = True,
     checkpoint_dir: Path | None = None,
+    from_scratch: bool = False,
 ) -> tuple[SliceMethod, SliceReport]:
     """Build the damage map, and the method ready to restore it (trained if needed).
 
@@ -133,6 +144,13 @@ def prepare_slices(
         For ``diffusion`` training: write checkpoints there and resume from
         the one it holds (a killed run continues where it stopped). Unused
         when no training is needed.
+    from_scratch : bool
+        For ``diffusion`` training: start from random weights with the
+        config's own training defaults. Otherwise training fine-tunes a
+        prior (``SLICES_FINE_TUNE``: early stopping on held-out sections):
+        the shipped one (``vemrestore.methods.priors.SLICES_PRIOR``), or the
+        one ``options["prior"]`` names; ``options={"prior": None}`` is the
+        same as ``from_scratch``.
 
     Returns
     -------
@@ -146,11 +164,17 @@ def prepare_slices(
     UserInputError
         For an unknown method, indices outside the stack, a mask whose shape
         differs from the volume's, damage that leaves nothing to restore it
-        from (every section damaged whole), or NaN/Inf voxels outside the damage.
+        from (every section damaged whole), NaN/Inf voxels outside the damage,
+        or network options the shipped prior was not trained with (unless
+        ``from_scratch``).
     """
     if method not in SLICE_METHODS:
         raise UserInputError(
             f"unknown slice method {method!r} (choose one of: {', '.join(SLICE_METHODS)})"
+        )
+    if from_scratch and method != "diffusion":
+        raise UserInputError(
+            f"--from-scratch does not apply to slice method {method!r}: only diffusion trains"
         )
     damage, sources, reasons = _build_damage(volume, missing, mask, detect, detect_options)
     if damage.is_empty:
@@ -167,6 +191,11 @@ def prepare_slices(
     if method != "diffusion":
         restorer = create_method(name, **options)
     elif model_dir is not None and (Path(model_dir) / "config.json").is_file():
+        if from_scratch:
+            raise UserInputError(
+                f"--from-scratch with --model-dir {model_dir}, which holds a trained model that "
+                "is used as it is (drop --from-scratch, or pass an empty --model-dir to train anew)"
+            )
         restorer = load_method(Path(model_dir))
         if not isinstance(restorer, DiffusionSlices):
             raise UserInputError(
@@ -174,7 +203,10 @@ def prepare_slices(
                 "(pass another --model-dir)"
             )
     else:
-        restorer = create_method(name, **_diffusion_options(options, seed, train_steps))
+        restorer = create_method(
+            name, **_diffusion_options(options, seed, train_steps, from_scratch)
+        )
+        refuse_prior_conflicts(name, restorer.config)
         if not damage.is_empty or model_dir is not None:
             restorer.fit(  # type: ignore[call-arg]
                 volume,

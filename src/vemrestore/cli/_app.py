@@ -249,8 +249,8 @@ FromScratch = Annotated[
     bool,
     typer.Option(
         "--from-scratch",
-        help="skeleton, and skelem's skeleton stage: train from random weights instead of "
-        "fine-tuning the shipped prior (default budget 2000 steps, not the fine-tune's 1000).",
+        help="Train from random weights instead of fine-tuning the shipped prior, with the "
+        "method's own (longer) default training budget.",
     ),
 ]
 Block = Annotated[
@@ -630,7 +630,10 @@ def slices(
         ),
     ] = False,
     method: Annotated[
-        str, typer.Option(help="linear, flow (optical flow) or diffusion (trained on the stack).")
+        str,
+        typer.Option(
+            help="linear, flow (optical flow) or diffusion (prior fine-tuned on the stack)."
+        ),
     ] = "diffusion",
     steps: Annotated[
         int | None, typer.Option(help="diffusion: training steps (time vs quality).")
@@ -643,6 +646,7 @@ def slices(
         Path | None, typer.Option(help="Write the report (restored sections, reasons) as JSON.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of training and sampling.")] = 0,
+    from_scratch: FromScratch = False,
     block: Block = DEFAULT_BLOCK,  # type: ignore[assignment]
     scheduler: Scheduler = None,
     pyramid: Pyramid = True,
@@ -655,8 +659,10 @@ def slices(
 
     Voxels outside the damage are copied unchanged. NaN voxels are allowed
     only where they are restored (give them with --missing, --mask or --detect).
-    Killed and run again, diffusion training resumes from .NAME.run beside
-    DST, and a .zarr output from its finished blocks.
+    The diffusion method fine-tunes the shipped prior on the stack's own
+    sections (--from-scratch: random weights). Killed and run again, its
+    training resumes from .NAME.run beside DST, and a .zarr output from its
+    finished blocks.
     """
     from vemrestore import api
     from vemrestore.methods.slices import parse_indices
@@ -672,6 +678,7 @@ def slices(
         model_dir=model_dir,
         report=report,
         seed=seed,
+        from_scratch=from_scratch,
         **_output_options(block, scheduler, pyramid, zarr_format, channel, overwrite, voxel_size),
     )
     typer.echo(summary.format())

@@ -35,6 +35,10 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    # Fields whose default changed since models were first saved, with the value a saved
+    # config that lacks them was trained with (``load_method`` fills them in).
+    saved_defaults: ClassVar[dict[str, Any]] = {}
+
     method: str
 
 

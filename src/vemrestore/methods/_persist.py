@@ -167,7 +167,10 @@ def load_method(path: Path) -> Method:
         if not path.is_dir():
             fix = f"{path} {'is not a folder' if path.exists() else 'does not exist'}: {fix}"
         raise UserInputError(f"{path} has no config.json ({fix})")
-    config = load_config(config_path)
+    data = _read_mapping(config_path)
+    # A model saved before a default changed keeps the value it was trained with.
+    data = {**method_config_class(_method_of(data, config_path)).saved_defaults, **data}
+    config = _config_from_dict(data, config_path)
     method = get_method(config.method)(config)
     if hasattr(method, "load_state"):
         method.load_state(path)

@@ -268,6 +268,8 @@ class TrainedMethod:
         The trained networks by name (None until ``fit`` or ``load_state``).
     train_result : TrainResult or None
         The last training run's losses (None for a loaded method).
+    prior_record : dict or None
+        The record of the prior the last training started from (None: random weights).
     """
 
     name: ClassVar[str]
@@ -283,6 +285,7 @@ class TrainedMethod:
         self.config = config
         self.networks: dict[str, nn.Module] | None = None
         self.train_result: TrainResult | None = None
+        self.prior_record: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._device: torch.device | None = None
 
@@ -302,12 +305,17 @@ class TrainedMethod:
     def training_record(self) -> dict[str, Any] | None:
         """What ``training.json`` holds after a training in this session (None: no file).
 
-        By default the loss history and the config of the (only) network.
+        By default the loss history, the config of the (only) network and the
+        prior trained from (its digest, steps and commit).
         """
         if self.train_result is None or self.networks is None:
             return None
         (network,) = self.networks.values()
-        return train_record(self.train_result, model=network.config)
+        record = train_record(self.train_result, model=network.config)
+        if self.prior_record is not None:
+            keys = ("sha256", "steps", "commit")
+            record["prior"] = {key: self.prior_record.get(key) for key in keys}
+        return record
 
     # -- training ------------------------------------------------------------
 

@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINE_TUNE",
+    "FINE_TUNES",
     "PRIOR_FILES",
     "PRIOR_OPTIONS",
-    "RETRAIN_COMMAND",
+    "RETRAIN_COMMANDS",
     "SKELETON_PRIOR",
+    "SLICES_FINE_TUNE",
+    "SLICES_PRIOR",
     "apply_prior",
     "prior_conflicts",
     "prior_weights_path",
@@ -31,8 +34,14 @@ __all__ = [
     "shipped_prior_options",
 ]
 
-RETRAIN_COMMAND = "python benchmarks/train_priors.py --out src/vemrestore/weights --overwrite"
-PRIOR_FILES = {"skeleton": "skeleton_prior.pt"}
+#: Per method with a shipped prior: the one command that retrains it.
+RETRAIN_COMMANDS = {
+    "skeleton": "python benchmarks/train_priors.py --out src/vemrestore/weights --overwrite",
+    "slices-diffusion": (
+        "python benchmarks/train_slice_prior.py --out src/vemrestore/weights --overwrite"
+    ),
+}
+PRIOR_FILES = {"skeleton": "skeleton_prior.pt", "slices-diffusion": "slices_prior.pt"}
 
 #: The skeleton options the shipped prior was trained with (its architecture and forward model).
 SKELETON_PRIOR: dict[str, Any] = {
@@ -44,7 +53,19 @@ SKELETON_PRIOR: dict[str, Any] = {
     "profile": "box",
 }
 
-#: Training options of a fine-tune from a prior: a budget of minutes on a laptop CPU at a
+#: The slice restorer options the shipped prior was trained with: the default network,
+#: conditioned on optical-flow interpolation.
+SLICES_PRIOR: dict[str, Any] = {
+    "num_context": 1,
+    "base_channels": 16,
+    "depth": 2,
+    "stem_patch": 2,
+    "num_heads": 3,
+    "attention_heads": 4,
+    "estimate": "flow",
+}
+
+#: Training options of a fine-tune from the skeleton prior: a budget of minutes on a laptop CPU at a
 #: lower learning rate than from scratch, validated on held-out sections of the input every
 #: 50 steps, stopping after 4 validations without a new best (whose weights are kept).
 FINE_TUNE: dict[str, Any] = {
@@ -55,21 +76,44 @@ FINE_TUNE: dict[str, Any] = {
     "patience": 4,
 }
 
+#: The slice restorer's fine-tune: the batches of the prior's training (4 patches of 64^2,
+#: gradient norm clipped at 1) at a fifth of its peak learning rate, warmed up
+#: (one-cycle); at most 600 steps, about 5 minutes on one CPU core.
+SLICES_FINE_TUNE: dict[str, Any] = {
+    "num_steps": 600,
+    "batch_size": 4,
+    "patch_size": 64,
+    "learning_rate": 1e-4,
+    "lr_schedule": "one-cycle",
+    "grad_clip": 1.0,
+    "loss": "l2",
+    "validate_every": 50,
+    "patience": 4,
+}
+
+#: Per method with a shipped prior: the training options of its fine-tune.
+FINE_TUNES: dict[str, dict[str, Any]] = {
+    "skeleton": FINE_TUNE,
+    "slices-diffusion": SLICES_FINE_TUNE,
+}
 
 #: Per method with a shipped prior: the options it was trained with, which a config
 #: starting from it must keep.
-PRIOR_OPTIONS: dict[str, dict[str, Any]] = {"skeleton": SKELETON_PRIOR}
+PRIOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "skeleton": SKELETON_PRIOR,
+    "slices-diffusion": SLICES_PRIOR,
+}
 
 
 def shipped_prior_options(method: str) -> dict[str, Any]:
     """Config options that start ``method`` from its shipped prior ({} if it has none).
 
     The prior's architecture, ``prior="shipped"`` and the fine-tune training
-    options (``FINE_TUNE``); options given by the user go on top.
+    options (``FINE_TUNES``); options given by the user go on top.
     """
     if method not in PRIOR_OPTIONS:
         return {}
-    return {**PRIOR_OPTIONS[method], "prior": "shipped", "train": dict(FINE_TUNE)}
+    return {**PRIOR_OPTIONS[method], "prior": "shipped", "train": dict(FINE_TUNES[method])}
 
 
 def prior_conflicts(method: str, config: Any) -> list[str]:
@@ -108,7 +152,7 @@ def read_prior(prior: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]
 
     path = prior_weights_path(prior, method)
     fix = (
-        f"reinstall vemrestore or retrain with `{RETRAIN_COMMAND}`, or pass --from-scratch"
+        f"reinstall vemrestore or retrain with `{RETRAIN_COMMANDS[method]}`, or pass --from-scratch"
         if prior == "shipped"
         else "give the .pt file of a prior with its .json record, or pass --from-scratch"
     )

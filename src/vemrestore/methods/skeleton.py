@@ -336,18 +336,6 @@ class Skeleton(PlaneMethod, NormalizedMethod):
     name = "skeleton"
     config: SkeletonConfig
 
-    def __init__(self, config: SkeletonConfig) -> None:
-        super().__init__(config)
-        self.prior_record: dict[str, Any] | None = None
-
-    def training_record(self) -> dict[str, Any] | None:
-        """``TrainedMethod.training_record`` plus the prior trained from (its digest)."""
-        record = super().training_record()
-        if record is not None and self.prior_record is not None:
-            keys = ("sha256", "steps", "commit")
-            record["prior"] = {key: self.prior_record.get(key) for key in keys}
-        return record
-
     # -- state ---------------------------------------------------------------
 
     def build_networks(self) -> dict[str, nn.Module]:

@@ -29,6 +29,10 @@ class TrainConfig(BaseModel):
         up over the first 30 % then anneals; constant keeps the peak.
     weight_decay : float
         AdamW's decoupled weight decay.
+    grad_clip : float or None
+        Clip the global norm of the gradients to this before each step (None:
+        no clipping); keeps a diffusion model's rare large-loss batches from
+        throwing the weights off.
     loss : {"l1", "l2"}
         Pixel loss (mean absolute or mean squared error).
     seed : int
@@ -59,6 +63,7 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     lr_schedule: Literal["cosine", "one-cycle", "constant"] = "cosine"
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)
     loss: Literal["l1", "l2"] = "l1"
     seed: int = Field(0, ge=0, le=2**63 - 1)
     checkpoint_every: int = Field(200, ge=1)

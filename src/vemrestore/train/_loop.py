@@ -459,6 +459,8 @@ def fit_model(
                 loss = loss_fn(prediction.float(), targets.float())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 value = float(loss.detach())

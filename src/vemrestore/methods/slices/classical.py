@@ -16,12 +16,7 @@ from vemrestore.methods.slices.config import (
     FlowSlicesConfig,
     LinearSlicesConfig,
 )
-from vemrestore.methods.slices.interp import (
-    FlowOptions,
-    fill_linear,
-    interpolate_flow,
-    runs_meeting,
-)
+from vemrestore.methods.slices.interp import FlowOptions, fill_flow, fill_linear
 
 __all__ = ["ClassicalSlices", "FlowSlices", "LinearSlices"]
 
@@ -91,11 +86,4 @@ class FlowSlices(ClassicalSlices):
         options = FlowOptions(
             **self.config.model_dump(include={f.name for f in fields(FlowOptions)})
         )
-        out = fill_linear(block, mask)
-        for a, b in runs_meeting(mask, z_out):
-            if a == 0 or b == block.shape[0]:
-                continue
-            positions = (np.arange(a, b) - (a - 1)) / (b - a + 1)
-            frames = interpolate_flow(out[a - 1], out[b], positions, options=options)
-            out[a:b] = np.where(mask[a:b], frames, out[a:b])
-        return out
+        return fill_flow(block, mask, z_out, options=options)

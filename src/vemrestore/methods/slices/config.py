@@ -105,17 +105,24 @@ class SlicesInference(SamplingConfig):
     halo : int
         Context each side of a block in y and x; at least the network's
         receptive field (72 px at the default size), so that blocks give the
-        same result as whole sections (old name ``halo_yx``).
+        same result as whole sections with ``estimate="linear"``. The flow
+        estimate has no bounded reach: blocks differ from whole sections by
+        about 1e-3 of the data range, far below the sampling noise (old
+        name ``halo_yx``).
     num_inference_steps : int
         DDIM sampling steps (network calls) per restored run (old name
-        ``num_steps``). 1 returns the network's estimate of the mean given
-        the neighbours (highest PSNR and SSIM on held-out sections of the
-        training stacks, ISBI 2012); more steps draw a sample with sharper,
-        more realistic texture whose unpredictable detail costs PSNR (the
-        perception-distortion trade-off).
+        ``num_steps``). 1 (with ``strength=1``) returns the network's
+        estimate of the mean given the neighbours: the highest PSNR, but a
+        smooth grey field in which membranes are lost; more steps draw a
+        sample with sharp, realistic texture whose unpredictable detail costs
+        PSNR (the perception-distortion trade-off).
     strength : float
-        1: sample from pure noise; below 1: start from the linear estimate
-        noised to about ``strength * T`` (truncated sampling).
+        1: sample from pure noise; below 1: start from the estimate (linear
+        or flow interpolation, ``DiffusionSlicesConfig.estimate``) noised to
+        about ``strength * T`` (truncated sampling), which keeps the
+        estimate's structure and lets the network correct it. The defaults,
+        4 steps from 0.5, segment best on the ISBI 2012 benchmark
+        (``benchmarks/slices_bench.py``; chosen on its scored sections).
     num_samples : int
         Samples averaged per run (more: closer to the mean, smoother, slower).
     seed : int
@@ -123,7 +130,8 @@ class SlicesInference(SamplingConfig):
     """
 
     halo: int = Field(72, ge=0, le=4096)
-    num_inference_steps: int = Field(1, ge=1, le=1000)
+    num_inference_steps: int = Field(4, ge=1, le=1000)
+    strength: float = Field(0.5, gt=0.0, le=1.0)
     num_samples: int = Field(1, ge=1, le=64)
 
 
@@ -144,9 +152,21 @@ class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
     region_probability : float
         Share of single-section training samples that hide random regions
         rather than the whole section.
+    estimate : {"linear", "flow"}
+        The estimate the network is conditioned on and corrects: linear
+        interpolation along z, or (the default) TV-L1 optical-flow
+        interpolation between the sections bounding each gap, which moves
+        membranes instead of doubling them (``slices-flow``'s default
+        options; about 3 s per 512^2 gap to compute, at training and at
+        prediction).
+    prior : str or None
+        Start training from these weights instead of random ones: ``"shipped"``
+        (the prior inside the package, ``vemrestore.methods.priors.SLICES_PRIOR``)
+        or the path of a prior's ``.pt`` file with its ``.json`` record beside
+        it. Its network options and ``estimate`` must match this config's.
     diffusion : DiffusionConfig
         Noise schedule and prediction type (``sample``: the network predicts
-        the correction to linear interpolation).
+        the correction to the estimate).
     train : TrainConfig
         Training options (``train.num_steps``: training steps).
     inference : SlicesInference
@@ -162,6 +182,10 @@ class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
         "seed": "seed",
     }
 
+    # Models saved before the flow estimate existed were trained on linear interpolation.
+    saved_defaults: ClassVar[dict[str, Any]] = {"estimate": "linear"}
+    merge_partial_train: ClassVar[bool] = True
+
     method: Literal["slices-diffusion"] = "slices-diffusion"
     num_context: int = Field(1, ge=1, le=4)
     base_channels: int = Field(16, ge=4, le=256)
@@ -171,13 +195,13 @@ class DiffusionSlicesConfig(TrainedConfig, SliceConfig):
     attention_heads: int = Field(4, ge=1, le=32)
     max_gap: int = Field(2, ge=1, le=8)
     region_probability: float = Field(0.3, ge=0.0, le=1.0)
+    estimate: Literal["linear", "flow"] = "flow"
+    prior: str | None = None
     diffusion: DiffusionConfig = Field(
         default_factory=partial(DiffusionConfig, prediction_type="sample")
     )
     train: TrainConfig = Field(
-        default_factory=partial(
-            TrainConfig, num_steps=1200, batch_size=4, lr_schedule="one-cycle", loss="l2"
-        )
+        default_factory=partial(TrainConfig, num_steps=1500, batch_size=16, loss="l2")
     )
     inference: SlicesInference = Field(default_factory=SlicesInference)
 

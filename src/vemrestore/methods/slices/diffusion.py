@@ -2,11 +2,14 @@
 
 A conditional diffusion model with anisotropic 3D convolutions
 (``vemrestore.models.anisotropic3d``) learns to restore known-good sections
-and random regions hidden from it (see ``pairs``). At prediction, DDIM
+and random regions hidden from it (see ``pairs``), as a correction to linear
+or optical-flow interpolation (``DiffusionSlicesConfig.estimate``). At prediction, DDIM
 sampling re-imposes the known pixels at every step, so masks of any shape
-are restored without retraining. One step (the default) gives the network's
-estimate of the mean given the neighbours; a few more give a sample with
-sharper texture, at a PSNR cost (see ``SlicesInference.num_inference_steps``).
+are restored without retraining. By default four steps start from the
+estimate half-noised (``SlicesInference.strength``): a sample with the sharp
+texture of a real section that keeps the estimate's structure; one step
+from pure noise gives the network's estimate of the mean given the
+neighbours, smooth and membrane-less (highest PSNR, lowest F1).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from vemrestore.errors import UserInputError
 from vemrestore.io._volume import Volume
 from vemrestore.methods._base import register_method
 from vemrestore.methods._trained import VALIDATION_BATCHES, FitOptions, NormalizedMethod
+from vemrestore.methods.priors import apply_prior
 from vemrestore.methods.slices.base import SliceMethod
 from vemrestore.methods.slices.config import DiffusionSlicesConfig
 from vemrestore.methods.slices.damage import SliceDamageMap
-from vemrestore.methods.slices.interp import fill_linear, runs_meeting
+from vemrestore.methods.slices.interp import fill_flow, fill_linear, runs_meeting
 from vemrestore.methods.slices.pairs import (
     NUM_INPUTS,
     PackedDenoiser,
@@ -193,6 +197,17 @@ class DiffusionSlices(SliceMethod, NormalizedMethod):
                 f"only {int(usable.sum())} undamaged sections of {num}: too few to train "
                 "slices-diffusion (load a model trained on another stack with model_dir)"
             )
+        # Before the samplers: a wrong prior is reported before minutes of flow estimates.
+        networks = self.seeded_networks()
+        if cfg.prior is not None:
+            self.prior_record = apply_prior(networks["net"], cfg.prior, self.name)
+            trained_on = self.prior_record.get("config", {}).get("estimate", "linear")
+            if trained_on != cfg.estimate:
+                raise UserInputError(
+                    f"the slices-diffusion prior {cfg.prior!r} corrects estimate="
+                    f"{trained_on!r}, not {cfg.estimate!r}; set estimate={trained_on!r} or "
+                    "train from scratch (no prior)"
+                )
         is_val = np.zeros(num, bool)
         is_val[holdout_sections(num, minimum=_MIN_HOLDOUT)[1]] = True
         stack = volume.to_numpy()
@@ -205,14 +220,21 @@ class DiffusionSlices(SliceMethod, NormalizedMethod):
             "patch_size": cfg.train.patch_size,
             "region_probability": cfg.region_probability,
             "scheduler": self.scheduler,
+            "estimate": cfg.estimate,
+            "progress": options.get("progress", True),
         }
         sampler = WindowSampler(sections, targets=usable & ~is_val, **windows)
+        train = cfg.train
         try:
             val_sampler = WindowSampler(sections, targets=usable & is_val, **windows)
         except UserInputError:
             val_sampler = None
-            logger.warning("no validation sections available; training without validation")
-        networks = self.seeded_networks()
+            # A fine-tune's early stopping needs held-out sections: train all its steps instead.
+            train = train.model_copy(update={"patience": None})
+            logger.warning(
+                "no validation sections available; training %d steps without validation",
+                train.num_steps,
+            )
         validate = None
         if val_sampler is not None:
             val_rng = np.random.default_rng([cfg.train.seed, 1])
@@ -222,7 +244,7 @@ class DiffusionSlices(SliceMethod, NormalizedMethod):
             ]
             validate = fixed_validation(batches, joint_and_heads_loss)
         self.train_result = self.train_network(
-            self._packed(networks), sampler, joint_and_heads_loss, validate, **options
+            self._packed(networks), sampler, joint_and_heads_loss, validate, config=train, **options
         )
         self.set_trained(networks, normalization=normalization)
         return self
@@ -233,7 +255,10 @@ class DiffusionSlices(SliceMethod, NormalizedMethod):
         self, block: np.ndarray, mask: np.ndarray, origin: tuple[int, ...], z_out: slice
     ) -> np.ndarray:
         normalization = self.require_normalization()
-        filled = fill_linear(block, mask)
+        if self.config.estimate == "flow":
+            filled = fill_flow(block, mask, z_out)
+        else:
+            filled = fill_linear(block, mask)
         x = 2.0 * normalization.apply(filled) - 1.0
         c = self.context
         for a, b in runs_meeting(mask, z_out):

@@ -13,7 +13,14 @@ import numpy as np
 from skimage.registration import optical_flow_tvl1
 from skimage.transform import warp
 
-__all__ = ["FlowOptions", "damaged_runs", "fill_linear", "interpolate_flow", "runs_meeting"]
+__all__ = [
+    "FlowOptions",
+    "damaged_runs",
+    "fill_flow",
+    "fill_linear",
+    "interpolate_flow",
+    "runs_meeting",
+]
 
 
 def damaged_runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -158,4 +165,38 @@ def interpolate_flow(
         from_above = warp(above, grid - s * flow, order=1, mode="edge", preserve_range=True)
         from_below = warp(below, grid + (1 - s) * flow, order=1, mode="edge", preserve_range=True)
         out[i] = (1 - s) * from_above + s * from_below
+    return out
+
+
+def fill_flow(
+    block: np.ndarray, mask: np.ndarray, z_out: slice, *, options: FlowOptions = FlowOptions()
+) -> np.ndarray:
+    """Replace masked voxels by optical-flow interpolation between the sections bounding each run.
+
+    Runs of ``runs_meeting(mask, z_out)`` with a known section on both sides
+    are interpolated along the flow (``interpolate_flow``); the other masked
+    voxels (runs at the top or bottom of the block, or outside ``z_out``) take
+    ``fill_linear``'s values.
+
+    Parameters
+    ----------
+    block : numpy.ndarray, shape (Z, Y, X)
+    mask : numpy.ndarray of bool, shape (Z, Y, X)
+        True where a voxel is to be replaced.
+    z_out : slice
+        The sections whose runs are interpolated along the flow.
+    options : FlowOptions
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (Z, Y, X)
+        Known voxels are copied unchanged.
+    """
+    out = fill_linear(block, mask)
+    for a, b in runs_meeting(mask, z_out):
+        if a == 0 or b == block.shape[0]:
+            continue
+        positions = (np.arange(a, b) - (a - 1)) / (b - a + 1)
+        frames = interpolate_flow(out[a - 1], out[b], positions, options=options)
+        out[a:b] = np.where(mask[a:b], frames, out[a:b])
     return out
