@@ -24,20 +24,15 @@ shipped prior::
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from vemrestore._shipped import write_shipped
-from vemrestore.bench import provenance
+from vemrestore.bench._prior_training import prior_training_args, write_prior
 from vemrestore.bench.datasets import real_dataset
-from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMANDS, SKELETON_PRIOR
+from vemrestore.methods.priors import SKELETON_PRIOR
 from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
 from vemrestore.methods.skeleton_prior import MixedFactorSampler
 from vemrestore.normalize import PercentileNormalization
@@ -95,21 +90,9 @@ def validation_batches(batch_size: int) -> list:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, required=True, help="folder for skeleton_prior.pt/.json"
+    args, weights = prior_training_args(
+        __doc__.splitlines()[0], "skeleton", steps=30_000, batch_size=16
     )
-    parser.add_argument("--work", type=Path, default=Path(".vemrestore-train/skeleton_prior"))
-    parser.add_argument("--steps", type=int, default=30_000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--overwrite", action="store_true", help="replace existing weights")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    weights = args.out / PRIOR_FILES["skeleton"]
-    if weights.exists() and not args.overwrite:
-        sys.exit(f"{weights} exists; pass --overwrite to replace it")
     train = TrainConfig(
         num_steps=args.steps,
         batch_size=args.batch_size,
@@ -143,24 +126,18 @@ def main() -> None:
         description="skeleton prior",
     )
     network.cpu().eval()
-    record = {
-        "method": "skeleton",
-        "config": SKELETON_PRIOR,
-        "network": network.config,
-        "factor_range": [2.0, 12.0],
-        "data": data,
-        "validation": f"medulla_fibsem_small test_raw at factors {list(VALIDATION_FACTORS)}",
-        "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),  # summed over resumed runs
-        "wall_seconds": round(time.perf_counter() - start, 1),  # of this (last) run
-        "val_losses": result.val_losses,
-        "train_config": train.model_dump(),
-        "retrain": RETRAIN_COMMANDS["skeleton"],
-        **provenance(),
-    }
-    state = {key: value.half() for key, value in network.state_dict().items()}
-    record = write_shipped(weights, state, record)
-    print(json.dumps({k: record[k] for k in ("steps", "train_seconds", "sha256")}, indent=2))
+    write_prior(
+        weights,
+        network,
+        method="skeleton",
+        result=result,
+        train=train,
+        started=start,
+        config=SKELETON_PRIOR,
+        factor_range=[2.0, 12.0],
+        data=data,
+        validation=f"medulla_fibsem_small test_raw at factors {list(VALIDATION_FACTORS)}",
+    )
 
 
 if __name__ == "__main__":

@@ -25,21 +25,16 @@ shipped prior::
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from vemrestore._shipped import write_shipped
-from vemrestore.bench import provenance
+from vemrestore.bench._prior_training import prior_training_args, write_prior
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.methods._trained import VALIDATION_BATCHES, ArraySampler
-from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMANDS, SLICES_PRIOR
+from vemrestore.methods.priors import SLICES_PRIOR
 from vemrestore.methods.slices import DiffusionSlices, DiffusionSlicesConfig
 from vemrestore.methods.slices.pairs import PackedDenoiser, WindowSampler, joint_and_heads_loss
 from vemrestore.normalize import PercentileNormalization
@@ -113,19 +108,9 @@ def samplers(config: DiffusionSlicesConfig, scheduler) -> tuple[MixedWindows, Wi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for slices_prior.pt/.json")
-    parser.add_argument("--work", type=Path, default=Path(".vemrestore-train/slices_prior"))
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--overwrite", action="store_true", help="replace existing weights")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    weights = args.out / PRIOR_FILES["slices-diffusion"]
-    if weights.exists() and not args.overwrite:
-        sys.exit(f"{weights} exists; pass --overwrite to replace it")
+    args, weights = prior_training_args(
+        __doc__.splitlines()[0], "slices-diffusion", steps=3000, batch_size=4
+    )
     train = TrainConfig(
         num_steps=args.steps,
         batch_size=args.batch_size,
@@ -159,23 +144,17 @@ def main() -> None:
         description="slices prior",
     )
     net.cpu().eval()
-    record = {
-        "method": "slices-diffusion",
-        "config": SLICES_PRIOR,
-        "network": net.config,
-        "data": data,
-        "validation": "isbi2012 test_raw sections 5, 15, 25 hidden",
-        "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),  # summed over resumed runs
-        "wall_seconds": round(time.perf_counter() - start, 1),  # of this (last) run, flow included
-        "val_losses": result.val_losses,
-        "train_config": train.model_dump(),
-        "retrain": RETRAIN_COMMANDS["slices-diffusion"],
-        **provenance(),
-    }
-    state = {key: value.half() for key, value in net.state_dict().items()}
-    record = write_shipped(weights, state, record)
-    print(json.dumps({k: record[k] for k in ("steps", "train_seconds", "sha256")}, indent=2))
+    write_prior(  # wall_seconds includes the flow estimates
+        weights,
+        net,
+        method="slices-diffusion",
+        result=result,
+        train=train,
+        started=start,
+        config=SLICES_PRIOR,
+        data=data,
+        validation="isbi2012 test_raw sections 5, 15, 25 hidden",
+    )
 
 
 if __name__ == "__main__":
