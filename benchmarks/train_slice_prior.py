@@ -109,7 +109,7 @@ def samplers(config: DiffusionSlicesConfig, scheduler) -> tuple[MixedWindows, Wi
 
 def main() -> None:
     args, weights = prior_training_args(
-        __doc__.splitlines()[0], "slices-diffusion", steps=3000, batch_size=4
+        __doc__.splitlines()[0], "slices-diffusion", steps=3000, batch_size=16
     )
     train = TrainConfig(
         num_steps=args.steps,
