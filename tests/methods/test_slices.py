@@ -28,6 +28,7 @@ from vemrestore.methods.slices import (
     pairs,
     parse_indices,
 )
+from vemrestore.methods.slices.interp import fill_flow, fill_linear, interpolate_flow
 from vemrestore.methods.slices.pairs import WindowSampler
 from vemrestore.metrics import peak_signal_noise_ratio
 
@@ -190,6 +191,32 @@ def test_flow_beats_linear_on_moving_structure():
     flow_psnr = peak_signal_noise_ratio(stack[2][inner], out[2][inner], data_range=1.0)
     lin_psnr = peak_signal_noise_ratio(stack[2][inner], lin[2][inner], data_range=1.0)
     assert flow_psnr > lin_psnr + 5
+
+
+def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels():
+    # Regions damaged in consecutive sections: a region known above and below
+    # is interpolated between its direct neighbours, not across the whole run.
+    rng = np.random.default_rng(2)
+    stack = gaussian_filter(rng.random((6, 40, 40)), (0, 2, 2)).astype(np.float32)
+    mask = np.zeros(stack.shape, bool)
+    mask[2, 4:14, 4:30] = True  # alone in its columns: between sections 1 and 3
+    mask[3, 24:36, 6:34] = True  # alone in its columns: between sections 2 and 4
+    mask[2:4, 16:22, 10:20] = True  # damaged in both: between 1 and 4, at 1/3 and 2/3
+    out = fill_flow(stack, mask, slice(0, 6))
+    filled = fill_linear(stack, mask)
+    first = mask[2] & ~mask[3]
+    second = mask[3] & ~mask[2]
+    both = mask[2] & mask[3]
+    np.testing.assert_array_equal(
+        out[2][first], interpolate_flow(filled[1], filled[3], np.array([0.5]))[0][first]
+    )
+    np.testing.assert_array_equal(
+        out[3][second], interpolate_flow(filled[2], filled[4], np.array([0.5]))[0][second]
+    )
+    across = interpolate_flow(filled[1], filled[4], np.array([1 / 3, 2 / 3]))
+    np.testing.assert_array_equal(out[2][both], across[0][both])
+    np.testing.assert_array_equal(out[3][both], across[1][both])
+    assert np.array_equal(out[~mask], stack[~mask])
 
 
 def test_wrong_mask_shape_is_a_clear_error(stack):

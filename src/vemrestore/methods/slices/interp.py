@@ -168,15 +168,44 @@ def interpolate_flow(
     return out
 
 
+def _nearest_known(mask: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest known section above and below each voxel of sections ``start:stop``.
+
+    ``start - 1`` and ``stop`` must be known sections (a ``damaged_runs`` run).
+
+    Returns
+    -------
+    above, below : numpy.ndarray of int, shape (stop - start, Y, X)
+        Section indices into ``mask``; meaningful where ``mask`` is True.
+    """
+    run = mask[start:stop]
+    above = np.empty(run.shape, np.int64)
+    below = np.empty(run.shape, np.int64)
+    last = np.full(run.shape[1:], start - 1)
+    for i, section in enumerate(run):
+        above[i] = last
+        last = np.where(section, last, start + i)
+    last = np.full(run.shape[1:], stop)
+    for i in range(len(run) - 1, -1, -1):
+        below[i] = last
+        last = np.where(run[i], last, start + i)
+    return above, below
+
+
 def fill_flow(
     block: np.ndarray, mask: np.ndarray, z_out: slice, *, options: FlowOptions = FlowOptions()
 ) -> np.ndarray:
-    """Replace masked voxels by optical-flow interpolation between the sections bounding each run.
+    """Replace masked voxels by optical-flow interpolation between the nearest known sections.
 
-    Runs of ``runs_meeting(mask, z_out)`` with a known section on both sides
-    are interpolated along the flow (``interpolate_flow``); the other masked
-    voxels (runs at the top or bottom of the block, or outside ``z_out``) take
-    ``fill_linear``'s values.
+    Each masked voxel of a run of ``runs_meeting(mask, z_out)`` with a known
+    section on both sides is interpolated along the flow between the nearest
+    sections in which its own (y, x) is known (``interpolate_flow``, one flow
+    per pair of sections, estimated on ``fill_linear``'s output so that the
+    order of the pairs does not matter): a missing section takes the sections
+    bounding the run, a damaged region the sections next to it, as
+    ``fill_linear`` does.
+    The other masked voxels (runs at the top or bottom of the block, or
+    outside ``z_out``) take ``fill_linear``'s values.
 
     Parameters
     ----------
@@ -192,11 +221,18 @@ def fill_flow(
     numpy.ndarray of float32, shape (Z, Y, X)
         Known voxels are copied unchanged.
     """
-    out = fill_linear(block, mask)
+    linear = fill_linear(block, mask)
+    out = linear.copy()
     for a, b in runs_meeting(mask, z_out):
         if a == 0 or b == block.shape[0]:
             continue
-        positions = (np.arange(a, b) - (a - 1)) / (b - a + 1)
-        frames = interpolate_flow(out[a - 1], out[b], positions, options=options)
-        out[a:b] = np.where(mask[a:b], frames, out[a:b])
+        above, below = _nearest_known(mask, a, b)
+        run = mask[a:b]
+        for p, q in np.unique(np.stack([above[run], below[run]], axis=1), axis=0):
+            pair = run & (above == p) & (below == q)
+            sections = np.flatnonzero(pair.reshape(len(run), -1).any(axis=1))
+            positions = (sections + a - p) / (q - p)
+            frames = interpolate_flow(linear[p], linear[q], positions, options=options)
+            for i, frame in zip(sections, frames, strict=True):
+                out[a + i][pair[i]] = frame[pair[i]]
     return out
