@@ -24,55 +24,28 @@ shipped prior::
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
-import tifffile
 
-from vemrestore.bench._prior_training import prior_training_args, write_prior
-from vemrestore.bench.datasets import real_dataset
+from vemrestore.bench._prior_training import (
+    load_normalized,
+    prior_training_args,
+    training_stacks,
+    write_prior,
+)
 from vemrestore.methods.priors import SKELETON_PRIOR
 from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
 from vemrestore.methods.skeleton_prior import MixedFactorSampler
-from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, fixed_validation, pixel_loss, split_batches
 
-ISBI_TRAIN_SECTIONS = slice(0, 15)
 VALIDATION_FACTORS = (3.0, 5.5, 8.0, 12.0)
 PATCH = 48
 
 
-def _load(name: str, sections: slice = slice(None)) -> np.ndarray:
-    path = real_dataset(name)
-    if path is None:
-        sys.exit(f"dataset {name} not found (set VEMRESTORE_DATA to the shared data folder)")
-    raw = tifffile.imread(path)[sections]
-    return PercentileNormalization.from_data(raw).apply(raw).astype(np.float32)
-
-
-def training_stacks() -> tuple[list[np.ndarray], list[float], dict[str, str]]:
-    """Normalised stacks, their sample shares, and a description for the record."""
-    sample1 = _load("medulla_sample1")
-    stacks = {
-        "medulla sample1 XY": (sample1, 0.2),
-        "medulla sample1 XZ": (np.ascontiguousarray(sample1.transpose(1, 0, 2)), 0.15),
-        "medulla sample1 YZ": (np.ascontiguousarray(sample1.transpose(2, 0, 1)), 0.15),
-        "medulla_fibsem_small train_raw": (_load("medulla_small_train"), 0.1),
-        "isbi2012 test_raw": (_load("isbi_test"), 0.1),
-        "isbi2012 train_raw sections 0-14": (_load("isbi_train", ISBI_TRAIN_SECTIONS), 0.1),
-        "epfl hippocampus slices": (_load("epfl_slices"), 0.2),
-    }
-    data = {
-        name: f"share {share}, shape {list(stack.shape)}" for name, (stack, share) in stacks.items()
-    }
-    arrays, shares = zip(*stacks.values(), strict=True)
-    return list(arrays), list(shares), data
-
-
 def validation_batches(batch_size: int) -> list:
     """Fixed batches of ``medulla_fibsem_small/test_raw`` at each validation factor."""
-    test = _load("medulla_small_test")
+    test = load_normalized("medulla_small_test")
     rng = np.random.default_rng([0, 1])
     batches = []
     for factor in VALIDATION_FACTORS:

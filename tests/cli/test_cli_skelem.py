@@ -21,6 +21,7 @@ TINY_TRAIN = """  num_steps: 2
   num_threads: 1
 """
 TINY_SKELEM = f"""method: skelem
+prior: null
 scale_factor: 4
 base_channels: 4
 depth: 2
@@ -200,14 +201,14 @@ def test_skelem_cannot_overwrite_the_skeleton_it_reuses(degraded_tif, tmp_path):
 
 
 def test_the_skeleton_stage_starts_from_the_prior_unless_from_scratch(degraded_tif, tmp_path):
-    # The file's skeleton has options the shipped prior was not trained with.
+    # The file's refiner and skeleton have options the shipped priors were not trained with.
     path = tmp_path / "scratch.yaml"
-    path.write_text(TINY_SKELEM.replace("  prior: null\n", ""))
+    path.write_text(TINY_SKELEM.replace("\nprior: null\n", "\n").replace("  prior: null\n", ""))
     model = tmp_path / "skelem"
     args = ["train", "skelem", str(degraded_tif), "-k", "4", "--out", str(model)]
     refused = runner.invoke(app, [*args, "--config", str(path)])
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "skeleton.base_channels=4 (prior: 24)" in refused.stderr
+    assert "base_channels=4 (prior: 16), skeleton.base_channels=4 (prior: 24)" in refused.stderr
     assert "--from-scratch" in refused.stderr and not model.exists()
     trained = runner.invoke(app, [*args, "--config", str(path), "--from-scratch"])
     assert trained.exit_code == 0, trained.output

@@ -71,5 +71,6 @@ def test_demo_steps_is_the_training_budget_of_a_learned_method(tmp_path, monkeyp
     args = ["demo", "--out", str(tmp_path), "-k", "4", "--method", "skelem"]
     CliRunner().invoke(app, args)
     CliRunner().invoke(app, [*args, "--steps", "9"])
-    # As iso --steps: configure(steps=9), which SkelEM splits across its stages.
-    assert seen == [None, {"skelem": {"steps": 9}}]
+    # As iso --steps: configure(steps=9), which SkelEM splits across its stages; without
+    # --steps, the demo's short fine-tune budget of its shipped priors.
+    assert seen == [{"skelem": {"steps": _demo.DEMO_FINE_TUNE_STEPS}}, {"skelem": {"steps": 9}}]

@@ -189,8 +189,9 @@ def test_skelem_trains_its_skeleton_from_the_prior_unless_told_otherwise(tmp_pat
     given = api.configure("skeleton", factor=4).config  # a SkeletonConfig object
     from_object = api.configure("skelem", factor=4, from_scratch=True, skeleton=given).config
     assert from_object.skeleton.prior is None
-    with pytest.raises(UserInputError, match="--from-scratch and --skeleton"):
-        api.configure("skelem", factor=4, from_scratch=True, skeleton_path=tmp_path)
+    # A trained skeleton is used as it is; --from-scratch then concerns the refiner only.
+    refiner_only = api.configure("skelem", factor=4, from_scratch=True, skeleton_path=tmp_path)
+    assert refiner_only.config.prior is None and refiner_only.config.skeleton is None
     given = api.configure("skelem", factor=4, skeleton_path=tmp_path).config
     assert given.skeleton is None and given.skeleton_path == tmp_path
     for options, named in (

@@ -228,12 +228,9 @@ def configure(
         _require_field(config_cls, key, name)
     if "skeleton_path" in given:
         data.pop("skeleton", None)  # a given skeleton replaces the one to train
-    if from_scratch and "skeleton" in config_cls.model_fields:
-        if given.get("skeleton_path", data.get("skeleton_path")) is not None:
-            raise UserInputError(
-                "--from-scratch and --skeleton (skeleton_path) together: the given skeleton is "
-                "used as it is, nothing trains from scratch (drop one of them)"
-            )
+    # A given trained skeleton (skeleton_path) is used as it is, whatever --from-scratch says.
+    trained_skeleton = given.get("skeleton_path", data.get("skeleton_path")) is not None
+    if from_scratch and "skeleton" in config_cls.model_fields and not trained_skeleton:
         skeleton = given.get("skeleton")
         if isinstance(skeleton, BaseModel):  # a SkeletonConfig given in Python
             skeleton = skeleton.model_dump()
@@ -256,12 +253,12 @@ def refuse_prior_conflicts(name: str, config: MethodConfig) -> None:
     skeleton's) with architecture options the prior was not trained with."""
     conflicts = prior_conflicts(name, config)
     nested = getattr(config, "skeleton", None)
-    if not conflicts and nested is not None:
-        conflicts = [f"skeleton.{c}" for c in prior_conflicts("skeleton", nested)]
-        name = "skeleton" if conflicts else name
+    if nested is not None:
+        conflicts += [f"skeleton.{c}" for c in prior_conflicts("skeleton", nested)]
     if conflicts:
         raise UserInputError(
-            f"the shipped {name} prior was trained with other options: {', '.join(conflicts)} "
+            f"{name} starts from shipped priors trained with other options: "
+            f"{', '.join(conflicts)} "
             "(drop those options to fine-tune the prior, or train from scratch: "
             "--from-scratch, from_scratch=True in Python)"
         )
@@ -274,14 +271,12 @@ def under_shipped_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
     ``train`` merges one level deep, so ``train: {num_steps: 800}`` keeps the
     fine-tune's learning rate and early stopping.
     """
-    if "skeleton" in method_config_class(name).model_fields:
-        return _skeleton_under_prior(data)
     defaults = shipped_prior_options(name)
-    if not defaults:
-        return data
     merged = {**defaults, **data}
-    if isinstance(data.get("train"), dict):
+    if defaults and isinstance(data.get("train"), dict):
         merged["train"] = {**defaults["train"], **data["train"]}
+    if "skeleton" in method_config_class(name).model_fields:
+        return _skeleton_under_prior(merged)
     return merged
 
 

@@ -1,4 +1,5 @@
-"""What the scripts that train a shipped prior share: their options and how they write it."""
+"""What the scripts that train a shipped prior share: their options, the axial priors' data,
+and how they write a prior."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import tifffile
 from torch import nn
 
 from vemrestore._shipped import write_shipped
 from vemrestore.bench._provenance import provenance
+from vemrestore.bench.datasets import real_dataset
 from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMANDS
+from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, TrainResult
 
-__all__ = ["prior_training_args", "write_prior"]
+__all__ = ["load_normalized", "prior_training_args", "training_stacks", "write_prior"]
+
+# The ISBI 2012 train_raw sections the axial priors may see: the slices benchmark scores 15-29.
+ISBI_TRAIN_SECTIONS = slice(0, 15)
 
 
 def prior_training_args(
@@ -42,6 +50,41 @@ def prior_training_args(
     if weights.exists() and not args.overwrite:
         sys.exit(f"{weights} exists; pass --overwrite to replace it")
     return args, weights
+
+
+def load_normalized(name: str, sections: slice = slice(None)) -> np.ndarray:
+    """Data set ``name`` (``real_dataset``), its ``sections``, normalised as a user's input is.
+
+    Exits with a message when the data set is not found.
+    """
+    path = real_dataset(name)
+    if path is None:
+        sys.exit(f"dataset {name} not found (set VEMRESTORE_DATA to the shared data folder)")
+    raw = tifffile.imread(path)[sections]
+    return PercentileNormalization.from_data(raw).apply(raw).astype(np.float32)
+
+
+def training_stacks() -> tuple[list[np.ndarray], list[float], dict[str, str]]:
+    """The axial priors' normalised training stacks, their sample shares, and a description
+    for the record (never medulla sample2, which the axial benchmarks score)."""
+    sample1 = load_normalized("medulla_sample1")
+    stacks = {
+        "medulla sample1 XY": (sample1, 0.2),
+        "medulla sample1 XZ": (np.ascontiguousarray(sample1.transpose(1, 0, 2)), 0.15),
+        "medulla sample1 YZ": (np.ascontiguousarray(sample1.transpose(2, 0, 1)), 0.15),
+        "medulla_fibsem_small train_raw": (load_normalized("medulla_small_train"), 0.1),
+        "isbi2012 test_raw": (load_normalized("isbi_test"), 0.1),
+        "isbi2012 train_raw sections 0-14": (
+            load_normalized("isbi_train", ISBI_TRAIN_SECTIONS),
+            0.1,
+        ),
+        "epfl hippocampus slices": (load_normalized("epfl_slices"), 0.2),
+    }
+    data = {
+        name: f"share {share}, shape {list(stack.shape)}" for name, (stack, share) in stacks.items()
+    }
+    arrays, shares = zip(*stacks.values(), strict=True)
+    return list(arrays), list(shares), data
 
 
 def write_prior(

@@ -346,10 +346,10 @@ def iso(
     The factor is the input's z / x voxel size unless --factor gives it; the
     output overlays the input in space (its translation says where).
 
-    The skeleton method, and SkelEM's skeleton stage, start from the prior
-    shipped with vemrestore and fine-tune it on the input for a few minutes
-    (held-out sections stop it once it no longer improves); --from-scratch
-    trains from random weights.
+    The skeleton method, and SkelEM's skeleton and refiner, start from the
+    priors shipped with vemrestore and fine-tune them on the input for a few
+    minutes (held-out sections stop them once they no longer improve);
+    --from-scratch trains from random weights.
 
     Methods with several outputs write them in one pass: skelem writes DST's
     siblings NAME_consistency (where the result disagrees with the observed
@@ -471,8 +471,9 @@ def train_skelem(
 ) -> None:
     """Train SkelEM: skeleton (or --skeleton), refiner, cycle fine-tuning on the volume.
 
-    The skeleton stage fine-tunes the shipped skeleton prior (--from-scratch:
-    random weights), unless --skeleton gives a trained one.
+    The skeleton stage fine-tunes the shipped skeleton prior, unless --skeleton
+    gives a trained one; the refiner fine-tunes the shipped refiner prior
+    (--from-scratch: both start from random weights).
     """
     if skeleton is not None and skeleton.resolve() == out.resolve():
         raise UserInputError(f"--out {out} is the --skeleton folder (write SkelEM elsewhere)")

@@ -311,11 +311,14 @@ class TrainedMethod:
         if self.train_result is None or self.networks is None:
             return None
         (network,) = self.networks.values()
-        record = train_record(self.train_result, model=network.config)
-        if self.prior_record is not None:
-            keys = ("sha256", "steps", "commit")
-            record["prior"] = {key: self.prior_record.get(key) for key in keys}
-        return record
+        return self.with_prior(train_record(self.train_result, model=network.config))
+
+    def with_prior(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with the prior trained from (its digest, steps and commit), if any."""
+        if self.prior_record is None:
+            return record
+        keys = ("sha256", "steps", "commit")
+        return {**record, "prior": {key: self.prior_record.get(key) for key in keys}}
 
     # -- training ------------------------------------------------------------
 

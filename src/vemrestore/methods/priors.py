@@ -24,6 +24,8 @@ __all__ = [
     "PRIOR_FILES",
     "PRIOR_OPTIONS",
     "RETRAIN_COMMANDS",
+    "SKELEM_FINE_TUNE",
+    "SKELEM_PRIOR",
     "SKELETON_PRIOR",
     "SLICES_FINE_TUNE",
     "SLICES_PRIOR",
@@ -37,11 +39,16 @@ __all__ = [
 #: Per method with a shipped prior: the one command that retrains it.
 RETRAIN_COMMANDS = {
     "skeleton": "python benchmarks/train_priors.py --out src/vemrestore/weights --overwrite",
+    "skelem": "python benchmarks/train_refiner_prior.py --out src/vemrestore/weights --overwrite",
     "slices-diffusion": (
         "python benchmarks/train_slice_prior.py --out src/vemrestore/weights --overwrite"
     ),
 }
-PRIOR_FILES = {"skeleton": "skeleton_prior.pt", "slices-diffusion": "slices_prior.pt"}
+PRIOR_FILES = {
+    "skeleton": "skeleton_prior.pt",
+    "skelem": "skelem_refiner_prior.pt",
+    "slices-diffusion": "slices_prior.pt",
+}
 
 #: The skeleton options the shipped prior was trained with (its architecture and forward model).
 SKELETON_PRIOR: dict[str, Any] = {
@@ -52,6 +59,10 @@ SKELETON_PRIOR: dict[str, Any] = {
     "context_planes": 0,
     "profile": "box",
 }
+
+#: The SkelEM refiner options the shipped refiner prior was trained with (its noise schedule,
+#: the default ``DiffusionConfig``, is checked against the prior's record when it is loaded).
+SKELEM_PRIOR: dict[str, Any] = {"base_channels": 16, "depth": 2}
 
 #: The slice restorer options the shipped prior was trained with: the default network,
 #: conditioned on optical-flow interpolation.
@@ -76,8 +87,8 @@ FINE_TUNE: dict[str, Any] = {
     "patience": 4,
 }
 
-#: The slice restorer's fine-tune: the batches of the prior's training (4 patches of 64^2,
-#: gradient norm clipped at 1) at a fifth of its peak learning rate, warmed up
+#: The slice restorer's fine-tune: 4 patches of 64^2 per step (the prior took 16; 4 keeps a
+#: step cheap), gradient norm clipped at 1, at a fifth of the prior's peak learning rate, warmed up
 #: (one-cycle); at most 600 steps, about 5 minutes on one CPU core.
 SLICES_FINE_TUNE: dict[str, Any] = {
     "num_steps": 600,
@@ -91,9 +102,20 @@ SLICES_FINE_TUNE: dict[str, Any] = {
     "patience": 4,
 }
 
+#: The SkelEM refiner's fine-tune from its prior: the refiner's own batches (8 patches of
+#: 32^2) at a fifth of the prior's learning rate, validated every 100 steps on held-out
+#: sections of the input, stopping after 4 validations without a new best.
+SKELEM_FINE_TUNE: dict[str, Any] = {
+    "num_steps": 1500,
+    "learning_rate": 2e-4,
+    "validate_every": 100,
+    "patience": 4,
+}
+
 #: Per method with a shipped prior: the training options of its fine-tune.
 FINE_TUNES: dict[str, dict[str, Any]] = {
     "skeleton": FINE_TUNE,
+    "skelem": SKELEM_FINE_TUNE,
     "slices-diffusion": SLICES_FINE_TUNE,
 }
 
@@ -101,6 +123,7 @@ FINE_TUNES: dict[str, dict[str, Any]] = {
 #: starting from it must keep.
 PRIOR_OPTIONS: dict[str, dict[str, Any]] = {
     "skeleton": SKELETON_PRIOR,
+    "skelem": SKELEM_PRIOR,
     "slices-diffusion": SLICES_PRIOR,
 }
 

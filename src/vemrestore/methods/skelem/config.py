@@ -188,6 +188,13 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
         range); the rest are uniform over all ``T`` levels (the full mode).
     cycle : CycleConfig, optional
         Cycle-consistency fine-tuning on the real volume; None skips it.
+    prior : str or None
+        Start the refiner from a prior instead of random weights: ``"shipped"``
+        (the refiner prior inside the package, trained at factors 2 to 12) or
+        the path of a prior's ``.pt`` file; ``train`` then fine-tunes it.
+        None (the default of a bare config; ``vemrestore iso`` and
+        ``api.configure`` start from the shipped prior unless told
+        ``--from-scratch``).
     """
 
     # A ``train`` mapping given in part keeps the refiner's own defaults (REFINER_TRAIN).
@@ -215,6 +222,7 @@ class SkelEMConfig(TrainedConfig, AxialConfig):
     pool_size: int = Field(2048, ge=1, le=1_000_000)
     truncated_fraction: float = Field(0.5, ge=0.0, le=1.0)
     cycle: CycleConfig | None = Field(default_factory=CycleConfig)
+    prior: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, XZ, YZ, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
 from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
+from vemrestore.methods.priors import apply_prior, prior_weights_path
 from vemrestore.methods.skelem.config import SkelEMConfig, SkelEMInference
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
@@ -162,7 +163,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
         record = {"refiner": train_record(self.train_result)}
         if self.cycle_result is not None:
             record["cycle"] = train_record(self.cycle_result, terms=self.cycle_terms)
-        return record
+        return self.with_prior(record)
 
     def run_fingerprint(self) -> dict[str, Any]:
         """Digest of skeleton and refiners: a blockwise run resumes only with the same networks."""
@@ -214,9 +215,11 @@ class SkelEM(PlaneMethod, TrainedMethod):
         Parameters as in ``fit``; ``checkpoint_dir`` gets ``skeleton`` and
         ``refiner`` subfolders.
         """
+        refiner = self.seeded_networks()["xz"]
+        prior = self.config.prior  # read first: a bad prior fails before any training
+        self.prior_record = None if prior is None else self._apply_refiner_prior(refiner, prior)
         skeleton = self._fit_skeleton(volume, **stage_options(options, "skeleton"))
         skeleton.model.requires_grad_(False).eval()  # type: ignore[union-attr]
-        refiner = self.seeded_networks()["xz"]
         # A strength matched at an earlier fit is matched again to this volume.
         requested = None if self.strength_matched else self.config.inference.strength
         sampling: list[SkelEMInference] = []
@@ -245,6 +248,24 @@ class SkelEM(PlaneMethod, TrainedMethod):
             cycle_terms=[],
         )
         return self
+
+    def _apply_refiner_prior(self, refiner: nn.Module, prior: str) -> dict[str, Any]:
+        """Load the refiner prior into ``refiner``; its record (a user error if its noise
+        schedule is not this config's: its residuals would be denoised at the wrong levels)."""
+        record = apply_prior(refiner, prior, self.name)
+        diffusion = self.config.diffusion.model_dump()
+        if record.get("diffusion") != diffusion:
+            saved = record.get("diffusion") or {}
+            differ = ", ".join(
+                f"diffusion.{k}={saved.get(k)!r} (config: {diffusion[k]!r})"
+                for k in sorted(diffusion)
+                if saved.get(k) != diffusion[k]
+            )
+            raise UserInputError(
+                f"the skelem refiner prior {prior_weights_path(prior, self.name)} "
+                f"was trained with {differ}; drop those options, or pass --from-scratch"
+            )
+        return record
 
     def _sampling_at(self, strength: float | None, error: float) -> SkelEMInference:
         """``config.inference`` with ``strength``, or (None) the strength matched to ``error``."""

@@ -35,6 +35,7 @@ __all__ = [
     "ResidualSampling",
     "matched_strength",
     "refine_planes",
+    "residual_scale",
     "skeleton_pairs",
     "train_refiner",
     "train_residual_denoiser",
@@ -284,7 +285,7 @@ def train_residual_denoiser(
     """
     train_ids, val_ids = holdout_sections(num_sections)
     cond, residual = pool(train_ids, pool_size, np.random.default_rng([seed, 3]))
-    scale = max(_rms(residual), _MIN_RESIDUAL_SCALE)
+    scale = residual_scale(residual)
     val_rng = np.random.default_rng([seed, 4])
     num_val = _VALIDATION_BATCHES * batch_size
     val_cond, val_residual = pool(val_ids, num_val, val_rng)
@@ -305,6 +306,11 @@ def train_residual_denoiser(
     )
     denoiser.requires_grad_(False).eval()
     return DenoiserFit(scale, error, result)
+
+
+def residual_scale(residual: np.ndarray) -> float:
+    """The refiner's unit: the RMS of ``residual`` (at least ``_MIN_RESIDUAL_SCALE``)."""
+    return max(_rms(residual), _MIN_RESIDUAL_SCALE)
 
 
 def _rms(values: np.ndarray) -> float:
