@@ -30,6 +30,7 @@ import numpy as np
 
 from vemrestore.bench._prior_training import (
     load_normalized,
+    prior_train_config,
     prior_training_args,
     training_stacks,
     write_prior,
@@ -37,7 +38,7 @@ from vemrestore.bench._prior_training import (
 from vemrestore.methods.priors import SKELETON_PRIOR
 from vemrestore.methods.skeleton import PairSampler, Skeleton, SkeletonConfig
 from vemrestore.methods.skeleton_prior import MixedFactorSampler
-from vemrestore.train import TrainConfig, fixed_validation, pixel_loss, split_batches
+from vemrestore.train import fixed_validation, pixel_loss, split_batches
 
 VALIDATION_FACTORS = (3.0, 5.5, 8.0, 12.0)
 PATCH = 48
@@ -66,14 +67,10 @@ def main() -> None:
     args, weights = prior_training_args(
         __doc__.splitlines()[0], "skeleton", steps=30_000, batch_size=16
     )
-    train = TrainConfig(
-        num_steps=args.steps,
-        batch_size=args.batch_size,
+    train = prior_train_config(
+        args,
         patch_size=PATCH,
         learning_rate=1e-3,
-        seed=0,
-        num_threads=args.threads,
-        device=args.device,
         validate_every=500,
         checkpoint_every=250,
     )

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from vemrestore.bench._prior_training import (
     load_normalized,
+    prior_train_config,
     prior_training_args,
     training_stacks,
     write_prior,
@@ -42,7 +43,7 @@ from vemrestore.methods.skelem.refiner import (
     matched_strength,
     truncated_start,
 )
-from vemrestore.train import TrainConfig, fixed_validation
+from vemrestore.train import fixed_validation
 
 FACTORS = prior_factors(2.0, 12.0, 12)
 VALIDATION_FACTORS = (3.0, 5.5, 8.0, 12.0)
@@ -56,15 +57,11 @@ def main() -> None:
     args, weights = prior_training_args(
         __doc__.splitlines()[0], "skelem", steps=30_000, batch_size=8
     )
-    train = TrainConfig(
-        num_steps=args.steps,
-        batch_size=args.batch_size,
+    train = prior_train_config(
+        args,
         patch_size=PATCH,
         learning_rate=1e-3,
         loss="l2",
-        seed=0,
-        num_threads=args.threads,
-        device=args.device,
         validate_every=1000,
         checkpoint_every=500,
     )

@@ -31,14 +31,14 @@ import time
 import numpy as np
 import tifffile
 
-from vemrestore.bench._prior_training import prior_training_args, write_prior
+from vemrestore.bench._prior_training import prior_train_config, prior_training_args, write_prior
 from vemrestore.bench.datasets import real_dataset
 from vemrestore.methods._trained import VALIDATION_BATCHES, ArraySampler
 from vemrestore.methods.priors import SLICES_PRIOR
 from vemrestore.methods.slices import DiffusionSlices, DiffusionSlicesConfig
 from vemrestore.methods.slices.pairs import PackedDenoiser, WindowSampler, joint_and_heads_loss
 from vemrestore.normalize import PercentileNormalization
-from vemrestore.train import TrainConfig, fixed_validation, holdout_sections
+from vemrestore.train import fixed_validation, holdout_sections
 
 # Reslicing the 10 nm medulla cube every 5th section gives 50 nm sections, as ISBI's.
 MEDULLA_STRIDE = 5
@@ -111,17 +111,13 @@ def main() -> None:
     args, weights = prior_training_args(
         __doc__.splitlines()[0], "slices-diffusion", steps=3000, batch_size=16
     )
-    train = TrainConfig(
-        num_steps=args.steps,
-        batch_size=args.batch_size,
+    train = prior_train_config(
+        args,
         patch_size=64,
         learning_rate=5e-4,
         lr_schedule="one-cycle",
         grad_clip=1.0,
         loss="l2",
-        seed=0,
-        num_threads=args.threads,
-        device=args.device,
         validate_every=250,
         checkpoint_every=250,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 
-from vemrestore.bench._prior_training import write_prior
+from vemrestore.bench._prior_training import prior_train_config, write_prior
 from vemrestore.methods import priors
 from vemrestore.train import TrainConfig, TrainResult
 
@@ -33,3 +34,10 @@ def test_a_written_prior_reads_back_with_its_full_record(tmp_path, monkeypatch):
     assert record["commit"] and record["machine"]
     assert all(value.dtype == torch.float16 for value in state.values())
     assert torch.equal(state["weight"].float(), network.weight.detach().half().float())
+
+
+def test_a_prior_takes_the_scripts_budget_and_device_with_its_own_options():
+    args = argparse.Namespace(steps=7, batch_size=3, threads=2, device="cpu")
+    train = prior_train_config(args, patch_size=32, learning_rate=2e-3)
+    assert (train.num_steps, train.batch_size, train.num_threads) == (7, 3, 2)
+    assert (train.device, train.seed, train.patch_size, train.learning_rate) == ("cpu", 0, 32, 2e-3)

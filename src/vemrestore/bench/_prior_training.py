@@ -22,7 +22,13 @@ from vemrestore.methods.priors import PRIOR_FILES, RETRAIN_COMMANDS
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import TrainConfig, TrainResult
 
-__all__ = ["load_normalized", "prior_training_args", "training_stacks", "write_prior"]
+__all__ = [
+    "load_normalized",
+    "prior_train_config",
+    "prior_training_args",
+    "training_stacks",
+    "write_prior",
+]
 
 # The ISBI 2012 train_raw sections the axial priors may see: the slices benchmark scores 15-29.
 ISBI_TRAIN_SECTIONS = slice(0, 15)
@@ -50,6 +56,19 @@ def prior_training_args(
     if weights.exists() and not args.overwrite:
         sys.exit(f"{weights} exists; pass --overwrite to replace it")
     return args, weights
+
+
+def prior_train_config(args: argparse.Namespace, **options: Any) -> TrainConfig:
+    """A prior's training options: the script's steps, batch size, threads and device
+    (``prior_training_args``), seed 0, and ``options``."""
+    return TrainConfig(
+        num_steps=args.steps,
+        batch_size=args.batch_size,
+        num_threads=args.threads,
+        device=args.device,
+        seed=0,
+        **options,
+    )
 
 
 def load_normalized(name: str, sections: slice = slice(None)) -> np.ndarray:
