@@ -112,3 +112,25 @@ def test_the_prior_pool_scales_each_stack_and_factor_to_unit_rms():
         np.testing.assert_allclose(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)), 1.0, 1e-4)
     again = mixed_factor_pool(stacks, factors, counts=[5, 3], patch_size=32, seed=1)
     np.testing.assert_array_equal(again[1], residual)
+
+
+def test_a_config_file_with_prior_null_trains_only_the_refiner_from_scratch(tmp_path):
+    path = tmp_path / "refiner_scratch.yaml"
+    path.write_text("method: skelem\nprior: null\n")
+    config = api.configure("skelem", factor=4, config=path).config
+    assert config.prior is None and config.train.learning_rate == REFINER_TRAIN["learning_rate"]
+    assert config.skeleton.prior == "shipped"  # the skeleton keeps its own prior
+    with pytest.raises(UserInputError, match="from_scratch together with prior='shipped'"):
+        api.configure("skelem", factor=4, from_scratch=True, prior="shipped")
+
+
+def test_a_factor_outside_the_refiner_prior_range_warns(volume, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(SkelEM, "_fit_skeleton", stop)
+    with pytest.warns(UserWarning, match="outside the range 2-12"), pytest.raises(Stop):
+        _skelem(prior="shipped", scale_factor=16.0).fit(volume, progress=False)

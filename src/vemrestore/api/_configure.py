@@ -210,6 +210,12 @@ def configure(
             )
     else:
         data = {"method": name}
+    # A config file's explicit ``prior: null`` trains from scratch too (for SkelEM: its refiner).
+    file_scratch = "prior" in data and data["prior"] is None
+    if from_scratch and options.get("prior") is not None:
+        raise UserInputError(
+            f"from_scratch together with prior={options['prior']!r}: drop one of them"
+        )
     if from_scratch:
         if "prior" in config_cls.model_fields:
             data["prior"] = None
@@ -239,9 +245,13 @@ def configure(
         else:
             data["skeleton"] = {**(data.get("skeleton") or {}), "prior": None}
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
-    # A config file's explicit ``prior: null`` asks for training from scratch too.
-    scratch = from_scratch or ("prior" in data and data["prior"] is None)
-    combined = {**data, **given} if scratch else under_shipped_prior(name, {**data, **given})
+    has_skeleton = "skeleton" in config_cls.model_fields
+    if from_scratch or (file_scratch and not has_skeleton):
+        combined = {**data, **given}
+    elif file_scratch:  # SkelEM's refiner from scratch; its skeleton keeps the skeleton prior
+        combined = _skeleton_under_prior({**data, **given})
+    else:
+        combined = under_shipped_prior(name, {**data, **given})
     method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
     refuse_prior_conflicts(name, method_config)

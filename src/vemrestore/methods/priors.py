@@ -9,6 +9,7 @@ wall time, machine, commit, SHA-256), checked at every load.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "prior_weights_path",
     "read_prior",
     "shipped_prior_options",
+    "warn_outside_factors",
 ]
 
 #: Per method with a shipped prior: the one command that retrains it.
@@ -220,3 +222,19 @@ def apply_prior(network: nn.Module, prior: str, method: str) -> dict[str, Any]:
             f"fit its record ({str(error).splitlines()[0]}); retrain it or pass --from-scratch"
         ) from None
     return record
+
+
+def warn_outside_factors(record: dict[str, Any], factor: float) -> None:
+    """Warn when ``factor`` lies outside the axial factors an axial prior was trained for
+    (its record's ``factor_range``, or the extremes of its ``factors``)."""
+    factors = record.get("factor_range") or record.get("factors")
+    if not factors:
+        return
+    low, high = min(factors), max(factors)
+    if not low <= factor <= high:
+        warnings.warn(
+            f"factor {factor:g} is outside the range {low:g}-{high:g} the prior was trained "
+            "for: the fine-tune starts from an extrapolation (--from-scratch may do better)",
+            UserWarning,
+            stacklevel=3,
+        )

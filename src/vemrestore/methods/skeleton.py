@@ -16,7 +16,6 @@ Weigert et al. 2018, doi:10.1038/s41592-018-0216-7).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal, Unpack
 
@@ -40,7 +39,7 @@ from vemrestore.methods._base import (
 )
 from vemrestore.methods._trained import ArraySampler, FitOptions, NormalizedMethod, TrainedConfig
 from vemrestore.methods.interpolate import upsample_axial
-from vemrestore.methods.priors import apply_prior
+from vemrestore.methods.priors import apply_prior, warn_outside_factors
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import fixed_validation, holdout_sections, pixel_loss
@@ -401,15 +400,7 @@ class Skeleton(PlaneMethod, NormalizedMethod):
         networks = self.seeded_networks()
         if cfg.prior is not None:
             self.prior_record = apply_prior(networks["unet"], cfg.prior, self.name)
-            low, high = self.prior_record.get("factor_range", (0.0, math.inf))
-            if not low <= cfg.scale_factor <= high:
-                warnings.warn(
-                    f"factor {cfg.scale_factor:g} is outside the range {low:g}-{high:g} the "
-                    "prior was trained for: the fine-tune starts from an extrapolation "
-                    "(--from-scratch may do better)",
-                    UserWarning,
-                    stacklevel=2,
-                )
+            warn_outside_factors(self.prior_record, cfg.scale_factor)
         self.train_result = self.train_network(
             networks["unet"], sampler, loss_fn, fixed_validation(val_batches, loss_fn), **options
         )

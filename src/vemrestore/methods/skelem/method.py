@@ -20,7 +20,7 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, XZ, YZ, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
 from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
-from vemrestore.methods.priors import apply_prior, prior_weights_path
+from vemrestore.methods.priors import apply_prior, prior_weights_path, warn_outside_factors
 from vemrestore.methods.skelem.config import SkelEMConfig, SkelEMInference
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
@@ -257,14 +257,15 @@ class SkelEM(PlaneMethod, TrainedMethod):
         if record.get("diffusion") != diffusion:
             saved = record.get("diffusion") or {}
             differ = ", ".join(
-                f"diffusion.{k}={saved.get(k)!r} (config: {diffusion[k]!r})"
-                for k in sorted(diffusion)
-                if saved.get(k) != diffusion[k]
+                f"diffusion.{k}={saved.get(k)!r} (config: {diffusion.get(k)!r})"
+                for k in sorted({**saved, **diffusion})
+                if saved.get(k) != diffusion.get(k)
             )
             raise UserInputError(
                 f"the skelem refiner prior {prior_weights_path(prior, self.name)} "
                 f"was trained with {differ}; drop those options, or pass --from-scratch"
             )
+        warn_outside_factors(record, self.config.scale_factor)
         return record
 
     def _sampling_at(self, strength: float | None, error: float) -> SkelEMInference:
