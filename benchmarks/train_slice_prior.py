@@ -25,19 +25,20 @@ shipped prior::
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
-import tifffile
 
-from vemrestore.bench._prior_training import prior_train_config, prior_training_args, write_prior
-from vemrestore.bench.datasets import real_dataset
+from vemrestore.bench._prior_training import (
+    load_normalized,
+    prior_train_config,
+    prior_training_args,
+    write_prior,
+)
 from vemrestore.methods._trained import VALIDATION_BATCHES, ArraySampler
 from vemrestore.methods.priors import SLICES_PRIOR
 from vemrestore.methods.slices import DiffusionSlices, DiffusionSlicesConfig
 from vemrestore.methods.slices.pairs import PackedDenoiser, WindowSampler, joint_and_heads_loss
-from vemrestore.normalize import PercentileNormalization
 from vemrestore.train import fixed_validation, holdout_sections
 
 # Reslicing the 10 nm medulla cube every 5th section gives 50 nm sections, as ISBI's.
@@ -46,11 +47,7 @@ MEDULLA_STRIDE = 5
 
 def _load(name: str) -> np.ndarray:
     """A real stack scaled to about [-1, 1] as ``DiffusionSlices.fit`` scales the user's."""
-    path = real_dataset(name)
-    if path is None:
-        sys.exit(f"dataset {name} not found (set VEMRESTORE_DATA to the shared data folder)")
-    raw = tifffile.imread(path).astype(np.float32)
-    return 2.0 * PercentileNormalization.from_data(raw).apply(raw) - 1.0
+    return 2.0 * load_normalized(name) - 1.0
 
 
 class MixedWindows(ArraySampler):

@@ -29,6 +29,7 @@ __all__ = [
     "configure",
     "factor_mismatch",
     "refuse_prior_conflicts",
+    "refuse_scratch_with_prior",
     "under_shipped_prior",
 ]
 
@@ -210,12 +211,7 @@ def configure(
             )
     else:
         data = {"method": name}
-    # A config file's explicit ``prior: null`` trains from scratch too (for SkelEM: its refiner).
-    file_scratch = "prior" in data and data["prior"] is None
-    if from_scratch and options.get("prior") is not None:
-        raise UserInputError(
-            f"from_scratch together with prior={options['prior']!r}: drop one of them"
-        )
+    refuse_scratch_with_prior(from_scratch, options.get("prior"))
     if from_scratch:
         if "prior" in config_cls.model_fields:
             data["prior"] = None
@@ -245,13 +241,7 @@ def configure(
         else:
             data["skeleton"] = {**(data.get("skeleton") or {}), "prior": None}
     overrides = set(given) | ({"scale_factor"} if factor is not None else set())
-    has_skeleton = "skeleton" in config_cls.model_fields
-    if from_scratch or (file_scratch and not has_skeleton):
-        combined = {**data, **given}
-    elif file_scratch:  # SkelEM's refiner from scratch; its skeleton keeps the skeleton prior
-        combined = _skeleton_under_prior({**data, **given})
-    else:
-        combined = under_shipped_prior(name, {**data, **given})
+    combined = {**data, **given} if from_scratch else under_shipped_prior(name, {**data, **given})
     method_config = _validate(config_cls, combined, config, overrides)
     method_config = _with_overrides(method_config, steps, inference or {}, name)
     refuse_prior_conflicts(name, method_config)
@@ -274,14 +264,24 @@ def refuse_prior_conflicts(name: str, config: MethodConfig) -> None:
         )
 
 
+def refuse_scratch_with_prior(from_scratch: bool | None, prior: str | None) -> None:
+    """Raise `UserInputError` when training from scratch is asked together with a prior."""
+    if from_scratch and prior is not None:
+        raise UserInputError(f"from_scratch together with prior={prior!r}: drop one of them")
+
+
 def under_shipped_prior(name: str, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (the file's options and the overrides) on top of the options that start
     ``name`` from its shipped prior.
 
     ``train`` merges one level deep, so ``train: {num_steps: 800}`` keeps the
-    fine-tune's learning rate and early stopping.
+    fine-tune's learning rate and early stopping. An explicit ``prior: None``
+    (a config file's ``prior: null``) keeps the method's own options: training
+    from scratch; SkelEM's skeleton still starts from the skeleton prior unless
+    its own options say ``prior: null``.
     """
-    defaults = shipped_prior_options(name)
+    scratch = "prior" in data and data["prior"] is None
+    defaults = {} if scratch else shipped_prior_options(name)
     merged = {**defaults, **data}
     if defaults and isinstance(data.get("train"), dict):
         merged["train"] = {**defaults["train"], **data["train"]}

@@ -10,7 +10,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vemrestore.api._configure import refuse_prior_conflicts, under_shipped_prior
+from vemrestore.api._configure import (
+    refuse_prior_conflicts,
+    refuse_scratch_with_prior,
+    under_shipped_prior,
+)
 from vemrestore.engine import predict_array
 from vemrestore.errors import UserInputError
 from vemrestore.io import Volume
@@ -83,11 +87,8 @@ def _diffusion_options(
     if "seed" not in options:  # an old top-level sampling seed moves into inference itself
         inference.setdefault("seed", seed)
     options = {**options, "train": train, "inference": inference}
-    if from_scratch and options.get("prior") is not None:
-        raise UserInputError(
-            f"from_scratch together with prior={options['prior']!r}: drop one of them"
-        )
-    if from_scratch or ("prior" in options and options["prior"] is None):
+    refuse_scratch_with_prior(from_scratch, options.get("prior"))
+    if from_scratch:
         return options
     return under_shipped_prior(SLICE_METHODS["diffusion"], options)
 

@@ -31,6 +31,7 @@ __all__ = [
     "SLICES_FINE_TUNE",
     "SLICES_PRIOR",
     "apply_prior",
+    "option_differences",
     "prior_conflicts",
     "prior_weights_path",
     "read_prior",
@@ -207,9 +208,7 @@ def apply_prior(network: nn.Module, prior: str, method: str) -> dict[str, Any]:
     record, state = read_prior(prior, method)
     expected = getattr(network, "config", None)
     if record.get("network") != expected:
-        saved = record.get("network") or {}
-        differ = sorted(k for k in {**saved, **(expected or {})} if saved.get(k) != expected.get(k))
-        options = ", ".join(f"{k}={saved.get(k)!r} (config: {expected.get(k)!r})" for k in differ)
+        options = option_differences(record.get("network"), expected)
         raise UserInputError(
             f"the {method} prior {prior_weights_path(prior, method)} was trained with {options}; "
             "drop the architecture options that differ, or pass --from-scratch"
@@ -222,6 +221,24 @@ def apply_prior(network: nn.Module, prior: str, method: str) -> dict[str, Any]:
             f"fit its record ({str(error).splitlines()[0]}); retrain it or pass --from-scratch"
         ) from None
     return record
+
+
+def option_differences(
+    saved: dict[str, Any] | None, expected: dict[str, Any] | None, prefix: str = ""
+) -> str:
+    """``{prefix}key=saved (config: expected)`` for each key whose values differ, sorted.
+
+    Examples
+    --------
+    >>> option_differences({"depth": 2, "width": 8}, {"depth": 3, "width": 8}, "net.")
+    'net.depth=2 (config: 3)'
+    """
+    saved, expected = saved or {}, expected or {}
+    return ", ".join(
+        f"{prefix}{key}={saved.get(key)!r} (config: {expected.get(key)!r})"
+        for key in sorted({**saved, **expected})
+        if saved.get(key) != expected.get(key)
+    )
 
 
 def warn_outside_factors(record: dict[str, Any], factor: float) -> None:

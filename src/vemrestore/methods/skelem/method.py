@@ -20,7 +20,12 @@ from vemrestore.io._volume import Volume
 from vemrestore.methods._base import RESTORED, XZ, YZ, BlockRequest, register_method
 from vemrestore.methods._persist import load_method, require_files, train_record, weights_digest
 from vemrestore.methods._trained import FitOptions, TrainedMethod, stage_options
-from vemrestore.methods.priors import apply_prior, prior_weights_path, warn_outside_factors
+from vemrestore.methods.priors import (
+    apply_prior,
+    option_differences,
+    prior_weights_path,
+    warn_outside_factors,
+)
 from vemrestore.methods.skelem.config import SkelEMConfig, SkelEMInference
 from vemrestore.methods.skelem.cycle import fine_tune
 from vemrestore.methods.skelem.noise import Moments, consistency_correction, local_sectioning
@@ -255,12 +260,7 @@ class SkelEM(PlaneMethod, TrainedMethod):
         record = apply_prior(refiner, prior, self.name)
         diffusion = self.config.diffusion.model_dump()
         if record.get("diffusion") != diffusion:
-            saved = record.get("diffusion") or {}
-            differ = ", ".join(
-                f"diffusion.{k}={saved.get(k)!r} (config: {diffusion.get(k)!r})"
-                for k in sorted({**saved, **diffusion})
-                if saved.get(k) != diffusion.get(k)
-            )
+            differ = option_differences(record.get("diffusion"), diffusion, "diffusion.")
             raise UserInputError(
                 f"the skelem refiner prior {prior_weights_path(prior, self.name)} "
                 f"was trained with {differ}; drop those options, or pass --from-scratch"
