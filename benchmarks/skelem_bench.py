@@ -65,7 +65,7 @@ import tifffile
 import torch
 
 from vemrestore.bench import provenance, real_dataset
-from vemrestore.bench._axial import AXIAL_SECTOR_DEG
+from vemrestore.bench._scores import AXIAL_SECTOR_DEG
 from vemrestore.degrade import AxialSectioning, sectioning_matrix
 from vemrestore.io import Volume
 from vemrestore.methods import BlockRequest, create_method

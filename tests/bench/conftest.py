@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@contextmanager
+def _imported_benchmark(name: str) -> Iterator[ModuleType]:
+    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package).
+
+    The folder is on ``sys.path`` meanwhile, as when the script runs, so the
+    scripts that import a sibling find it; the module is in ``sys.modules``
+    meanwhile, where its dataclasses look it up.
+    """
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCHMARKS))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """``with benchmark_module("slices_bench") as bench: ...``: a script as a module."""
+    return _imported_benchmark
 
 
 class DarkLineSegmenter:

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from vemrestore.errors import UserInputError
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lateral_bench.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("lateral_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+def bench(benchmark_module):
+    with benchmark_module("lateral_bench") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from vemrestore.normalize import PercentileNormalization
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "slices_bench.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("slices_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_module):
+    with benchmark_module("slices_bench") as module:
+        yield module
 
 
 def grid_sections() -> tuple[np.ndarray, np.ndarray]:
