@@ -28,7 +28,12 @@ from vemrestore.methods.slices import (
     pairs,
     parse_indices,
 )
-from vemrestore.methods.slices.interp import fill_flow, fill_linear, interpolate_flow
+from vemrestore.methods.slices.interp import (
+    _flow_windows,
+    fill_flow,
+    fill_linear,
+    interpolate_flow,
+)
 from vemrestore.methods.slices.pairs import WindowSampler
 from vemrestore.metrics import peak_signal_noise_ratio
 
@@ -202,7 +207,7 @@ def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels():
     mask[2, 4:14, 4:30] = True  # alone in its columns: between sections 1 and 3
     mask[3, 24:36, 6:34] = True  # alone in its columns: between sections 2 and 4
     mask[2:4, 16:22, 10:20] = True  # damaged in both: between 1 and 4, at 1/3 and 2/3
-    out = fill_flow(stack, mask, slice(0, 6))
+    out = fill_flow(stack, mask, slice(0, 6), margin=None)
     filled = fill_linear(stack, mask)
     first = mask[2] & ~mask[3]
     second = mask[3] & ~mask[2]
@@ -217,6 +222,44 @@ def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels():
     np.testing.assert_array_equal(out[2][both], across[0][both])
     np.testing.assert_array_equal(out[3][both], across[1][both])
     assert np.array_equal(out[~mask], stack[~mask])
+
+
+def test_flow_windows_grow_each_damaged_region_by_the_margin():
+    footprint = np.zeros((100, 120), bool)
+    footprint[20:30, 40:50] = True
+    footprint[90:95, 100:118] = True  # far from the first: a window of its own
+    footprint[33:35, 40:42] = True  # 3 px below the first: shares its window
+    windows = _flow_windows(footprint, 8)
+    assert [w for w, _ in windows] == [
+        (slice(12, 43), slice(32, 58)),
+        (slice(82, 100), slice(92, 120)),  # clipped at the section's edges
+    ]
+    first, second = (part for _, part in windows)
+    assert first.sum() == 100 + 4 and second.sum() == 90
+    assert _flow_windows(footprint, None) == [((slice(None), slice(None)), footprint)]
+
+
+def test_flow_in_windows_matches_flow_on_whole_sections():
+    # Moving structure, two small damaged regions far apart in the middle section.
+    rng = np.random.default_rng(3)
+    base = gaussian_filter(rng.random((128, 128)), 2.5)
+    base = (base - base.min()) / (base.max() - base.min())
+    stack = np.stack([shift(base, (0, 2.0 * z), mode="wrap") for z in range(5)]).astype(np.float32)
+    mask = np.zeros(stack.shape, bool)
+    mask[2, 20:36, 24:40] = True
+    mask[2, 90:106, 84:100] = True
+    assert len(_flow_windows(mask[2], 16)) == 2
+    windowed = fill_flow(stack, mask, slice(0, 5), margin=16)
+    whole = fill_flow(stack, mask, slice(0, 5), margin=None)
+    linear = fill_linear(stack, mask)
+    truth = stack[2][mask[2]][None]
+
+    def psnr(out):
+        return peak_signal_noise_ratio(truth, out[2][mask[2]][None], data_range=1.0)
+
+    assert psnr(windowed) > psnr(linear) + 20
+    assert np.abs(windowed - whole).max() < 0.01
+    assert np.array_equal(windowed[~mask], stack[~mask])
 
 
 def test_wrong_mask_shape_is_a_clear_error(stack):

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.registration import optical_flow_tvl1
 from skimage.transform import warp
 
 __all__ = [
+    "FLOW_MARGIN",
     "FlowOptions",
     "damaged_runs",
     "fill_flow",
@@ -101,6 +103,11 @@ def fill_linear(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
         estimate = np.where(has_a | has_b, estimate, fallback)
         out[z] = np.where(mask[z], estimate, out[z])
     return out
+
+
+# Pixels of context around a damaged region that its flow is estimated on:
+# several times the few-pixel motion between neighbouring sections.
+FLOW_MARGIN = 32
 
 
 @dataclass(frozen=True)
@@ -192,8 +199,31 @@ def _nearest_known(mask: np.ndarray, start: int, stop: int) -> tuple[np.ndarray,
     return above, below
 
 
+def _flow_windows(
+    footprint: np.ndarray, margin: int | None
+) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Windows (y, x) whose flows cover ``footprint`` (Y, X), each with its part of it.
+
+    A window is the bounding box of one connected part of ``footprint`` grown
+    by ``margin`` pixels (``None``: one window, the whole section); parts
+    closer than that share a window.
+    """
+    if margin is None:
+        return [((slice(None), slice(None)), footprint)]
+    labels, _ = ndi.label(ndi.maximum_filter(footprint, size=2 * margin + 1))
+    return [
+        (window, footprint[window] & (labels[window] == part))
+        for part, window in enumerate(ndi.find_objects(labels), start=1)
+    ]
+
+
 def fill_flow(
-    block: np.ndarray, mask: np.ndarray, z_out: slice, *, options: FlowOptions = FlowOptions()
+    block: np.ndarray,
+    mask: np.ndarray,
+    z_out: slice,
+    *,
+    options: FlowOptions = FlowOptions(),
+    margin: int | None = FLOW_MARGIN,
 ) -> np.ndarray:
     """Replace masked voxels by optical-flow interpolation between the nearest known sections.
 
@@ -203,7 +233,10 @@ def fill_flow(
     per pair of sections, estimated on ``fill_linear``'s output so that the
     order of the pairs does not matter): a missing section takes the sections
     bounding the run, a damaged region the sections next to it, as
-    ``fill_linear`` does.
+    ``fill_linear`` does. A flow is estimated on a window around each damaged
+    region, ``margin`` pixels wider on every side, so its cost follows the
+    damaged area, not the section's (a missing section's window is the whole
+    section).
     The other masked voxels (runs at the top or bottom of the block, or
     outside ``z_out``) take ``fill_linear``'s values.
 
@@ -215,6 +248,9 @@ def fill_flow(
     z_out : slice
         The sections whose runs are interpolated along the flow.
     options : FlowOptions
+    margin : int or None
+        Context around each damaged region, in pixels; ``None`` estimates
+        every flow on whole sections.
 
     Returns
     -------
@@ -230,9 +266,13 @@ def fill_flow(
         run = mask[a:b]
         for p, q in np.unique(np.stack([above[run], below[run]], axis=1), axis=0):
             pair = run & (above == p) & (below == q)
-            sections = np.flatnonzero(pair.reshape(len(run), -1).any(axis=1))
-            positions = (sections + a - p) / (q - p)
-            frames = interpolate_flow(linear[p], linear[q], positions, options=options)
-            for i, frame in zip(sections, frames, strict=True):
-                out[a + i][pair[i]] = frame[pair[i]]
+            for window, part in _flow_windows(pair.any(axis=0), margin):
+                here = pair[(slice(None), *window)] & part
+                sections = np.flatnonzero(here.reshape(len(run), -1).any(axis=1))
+                positions = (sections + a - p) / (q - p)
+                frames = interpolate_flow(
+                    linear[p][window], linear[q][window], positions, options=options
+                )
+                for i, frame in zip(sections, frames, strict=True):
+                    out[a + i][window][here[i]] = frame[here[i]]
     return out
