@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vemrestore.bench import provenance, real_dataset
+from vemrestore.bench import provenance, real_dataset, save_record
 from vemrestore.degrade import AxialSectioning
 from vemrestore.engine import predict_volume
 from vemrestore.io import Volume, open_volume
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(sys.argv if argv is None else ["benchmarks/d2r_speed.py", *argv]),
     }
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
+    save_record(record, args.out)
     return 0
 
 

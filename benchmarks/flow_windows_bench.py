@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vemrestore.bench import provenance, real_dataset
+from vemrestore.bench import provenance, real_dataset, save_record
 from vemrestore.degrade import SliceDamage
 from vemrestore.io import open_volume
 from vemrestore.methods.slices.interp import FLOW_MARGIN, fill_flow
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "count": args.count,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
+    save_record(record, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from vemrestore.bench import provenance
+from vemrestore.bench import provenance, save_record
 from vemrestore.bench.datasets import scoring_cube
 from vemrestore.degrade import AxialSectioning
 from vemrestore.io import Volume
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "patches": [NUM_PATCHES, PATCH, PATCH],
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
+    save_record(record, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vemrestore import api
-from vemrestore.bench import provenance, real_dataset
+from vemrestore.bench import provenance, real_dataset, save_record
 from vemrestore.degrade import AxialSectioning
 from vemrestore.engine import predict_array
 from vemrestore.io import open_volume
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(sys.argv if argv is None else ["benchmarks/skeleton_speed.py", *argv]),
     }
     print(json.dumps({"results": rows, "ratios": ratios}, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    save_record(record, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -33,7 +33,6 @@ Reproduce (about 20 minutes on one core of the 2-core machine)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from vemrestore import api
-from vemrestore.bench import provenance
+from vemrestore.bench import provenance, save_record
 from vemrestore.bench.datasets import scoring_cube
 from vemrestore.degrade import AxialSectioning
 from vemrestore.io import Volume
@@ -219,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "errnet_steps": args.errnet_steps,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
+    save_record(record, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -6,7 +6,7 @@ the test-suite's fixtures, imports nothing heavy.
 
 from importlib import import_module
 
-from vemrestore.bench._provenance import provenance
+from vemrestore.bench._provenance import provenance, save_record
 from vemrestore.bench._tables import markdown_table
 from vemrestore.bench.datasets import data_root, real_dataset
 from vemrestore.bench.phantom import em_phantom
@@ -27,7 +27,15 @@ _LAZY = {
     for name in ("DEFAULT_METRICS", "METRIC_GROUPS", "AxialScorer", "parse_metrics")
 }
 
-__all__ = ["data_root", "em_phantom", "markdown_table", "provenance", "real_dataset", *_LAZY]
+__all__ = [
+    "data_root",
+    "em_phantom",
+    "markdown_table",
+    "provenance",
+    "real_dataset",
+    "save_record",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

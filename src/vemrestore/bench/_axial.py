@@ -6,7 +6,6 @@ appears in the table by registering, with no change here.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -375,13 +374,6 @@ def format_table(results: Sequence[AxialResult]) -> str:
     return "\n".join(lines)
 
 
-def _json_number(value: Any) -> Any:
-    # Strict JSON has no inf (an exact reproduction scores inf dB): write it as a string.
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value
-
-
 def save_results(
     results: Sequence[AxialResult],
     path: str | Path,
@@ -390,22 +382,10 @@ def save_results(
     overwrite: bool = False,
     figures: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write ``{"results": [...], "command", "machine", "commit", "figures"}``.
+    """Write ``{"results": [...], "command", "machine", "commit", "figures"}`` (`save_record`)."""
+    from vemrestore.bench._provenance import save_record
 
-    Non-finite numbers are written as strings ("inf", "nan"): strict JSON has none.
-
-    The file appears complete or not at all (`atomic_output`); a missing
-    folder is created, an existing file replaced only with ``overwrite``.
-    """
-    from vemrestore.io import atomic_output
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{k: _json_number(v) for k, v in r.as_row().items()} for r in results]
-    payload = {"results": rows, **provenance}
+    payload = {"results": [r.as_row() for r in results], **provenance}
     if figures:
         payload["figures"] = list(figures)
-    text = json.dumps(payload, indent=2, allow_nan=False)
-    with atomic_output(path, overwrite=overwrite) as partial:
-        partial.write_text(text)
-    return path
+    return save_record(payload, path, overwrite=overwrite)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import math
 import os
 import platform
 import subprocess
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_commit", "machine_info", "provenance"]
+__all__ = ["git_commit", "machine_info", "provenance", "save_record"]
 
 
 def git_commit() -> str:
@@ -65,3 +67,31 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """The ``command``, ``machine`` and ``commit`` keys every saved result carries."""
     args = sys.argv if argv is None else argv
     return {"command": " ".join(args), "machine": machine_info(), "commit": git_commit()}
+
+
+def _strict_json(value: Any) -> Any:
+    # Strict JSON has no inf or NaN (an exact reproduction scores inf dB): write them as strings.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def save_record(record: dict[str, Any], path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write a benchmark's JSON record; the file appears complete or not at all.
+
+    Non-finite numbers are written as strings ("inf", "nan"). A missing
+    folder is created; an existing file is replaced only with ``overwrite``
+    (`vemrestore.io.atomic_output`).
+    """
+    from vemrestore.io import atomic_output
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_strict_json(record), indent=2, allow_nan=False)
+    with atomic_output(path, overwrite=overwrite) as partial:
+        partial.write_text(text + "\n")
+    return path
