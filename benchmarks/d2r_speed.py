@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(sys.argv if argv is None else ["benchmarks/d2r_speed.py", *argv]),
     }
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    save_record(record, args.out)
+    save_record(record, args.out, overwrite=True)
     return 0
 
 

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "patches": [NUM_PATCHES, PATCH, PATCH],
         "rows": rows,
     }
-    save_record(record, args.out)
+    save_record(record, args.out, overwrite=True)
     print(f"wrote {args.out}")
     return 0
 

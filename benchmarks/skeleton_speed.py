@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(sys.argv if argv is None else ["benchmarks/skeleton_speed.py", *argv]),
     }
     print(json.dumps({"results": rows, "ratios": ratios}, indent=2))
-    save_record(record, args.out)
+    save_record(record, args.out, overwrite=True)
     print(f"wrote {args.out}")
     return 0
 

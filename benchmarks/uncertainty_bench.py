@@ -4,25 +4,31 @@ The isotropic medulla cube (sample2) is sectioned by ``--factor`` (box
 profile); SkelEM is configured and trained as ``vemrestore iso --method
 skelem`` does (shipped priors, fine-tuned on the sections only). On a central
 region (whole sections in z), each map is scored by its Spearman rank
-correlation with the absolute error of the output it describes
-(``uncertainty_error_correlation``, the measure of the issue's 0.3 target):
+correlation with the absolute error of an output
+(``uncertainty_error_correlation``, the measure of the issue's 0.3 target).
+The outputs (``against`` in each row): ``skelem``, SkelEM's mean over
+``--samples`` seeds with its default sampler (the output the target is
+about); ``skelem full``, the same sampling from pure noise; ``skeleton``, the
+skeleton SkelEM froze (``predict_block``). The maps:
 
-- ``skelem std, truncated``: SkelEM's own ``std`` output over ``--samples``
-  seeds, default sampler, against the error of its mean;
-- ``skelem std, full 4 steps``: the same, sampling from pure noise;
+- ``skelem std``: SkelEM's own ``std`` output over the seeds, default
+  sampler, against ``skelem``; ``skelem std, full 4 steps`` against
+  ``skelem full``;
 - ``skeleton view disagreement``: |XZ - YZ| of the skeleton's two
-  orientations, against the skeleton's error (no sampling at all);
+  orientations (no sampling at all);
 - ``section distance``: distance of each output plane from the centre of its
   section (the geometry alone);
 - ``learned error scale``: a small U-Net trained (Laplace negative
   log-likelihood) to predict the skeleton's absolute error from [skeleton,
-  cubic, skeleton - cubic] on XY pairs of the input's own sections (the
-  skeleton's self-supervised pairs; ``--errnet-steps`` steps), applied to the
-  XZ and YZ planes and averaged: what a map trained for the job reaches
-  without the truth; its held-out XY correlation is reported beside it;
-- ``oracle: smoothed error``: the absolute error itself, Gaussian-smoothed
-  (sigma 1 and 2 voxels). It uses the truth: not a method, only the scale of
-  what per-voxel rank correlation can reach against a noisy truth.
+  cubic, skeleton - cubic] on XY pairs of the input's training sections (the
+  skeleton's own, so it learns in-sample residuals; ``--errnet-steps``
+  steps), applied to the XZ and YZ planes and averaged: what a map trained
+  for the job reaches without the truth; its Spearman on the held-out
+  sections' XY pairs is reported beside it;
+- ``oracle`` rows (``"oracle": true``): the output's absolute error itself,
+  Gaussian-smoothed (sigma 1 and 2 voxels). They use the truth: not methods,
+  only the scale of what a per-voxel rank correlation can reach against a
+  noisy truth.
 
 Reproduce (about 20 minutes on one core of the 2-core machine)::
 
@@ -33,6 +39,7 @@ Reproduce (about 20 minutes on one core of the 2-core machine)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -126,28 +133,30 @@ def plane_error_scale(net: UNet2D, skeleton_planes: np.ndarray, cubic_planes: np
 
 
 def skeleton_maps(skeleton: Skeleton, sections, region, net):
-    """The skeleton's fused output, its two orientations and the learned error scale."""
+    """The skeleton's view disagreement |XZ - YZ| and the learned error scale on ``region``."""
     normalization = skeleton.normalization
     where, request = request_for(skeleton, region, sections.shape)
+    views = skeleton.predict_orientations(sections[where], request)
+    disagreement = np.abs(views["xz"] - views["yz"])
     fine, (f_lo, y_lo, x_lo) = skeleton.fine_block(sections[where], request, normalization)
     zs, ys, xs = region
     oz = slice(zs.start - f_lo, zs.stop - f_lo)
     oy, ox = slice(ys.start - y_lo, ys.stop - y_lo), slice(xs.start - x_lo, xs.stop - x_lo)
     xz_stack, yz_stack = fine.transpose(1, 0, 2), fine.transpose(2, 0, 1)
-    skel_xz = skeleton.predict_planes(xz_stack, range(oy.start, oy.stop))
-    skel_yz = skeleton.predict_planes(yz_stack, range(ox.start, ox.stop))
-    scale_xz = plane_error_scale(net, skel_xz, xz_stack[oy])
-    scale_yz = plane_error_scale(net, skel_yz, yz_stack[ox])
+    scale_xz = plane_error_scale(
+        net, skeleton.predict_planes(xz_stack, range(oy.start, oy.stop)), xz_stack[oy]
+    )
+    scale_yz = plane_error_scale(
+        net, skeleton.predict_planes(yz_stack, range(ox.start, ox.stop)), yz_stack[ox]
+    )
+    scale = 0.5 * (
+        scale_xz.transpose(1, 0, 2)[oz][:, :, ox] + scale_yz.transpose(1, 2, 0)[oz][:, oy, :]
+    )
+    return disagreement, scale
 
-    def volume_xz(planes):
-        return planes.transpose(1, 0, 2)[oz][:, :, ox]
 
-    def volume_yz(planes):
-        return planes.transpose(1, 2, 0)[oz][:, oy, :]
-
-    xz, yz = volume_xz(skel_xz), volume_yz(skel_yz)
-    scale = 0.5 * (volume_xz(scale_xz) + volume_yz(scale_yz))
-    return normalization.invert(0.5 * (xz + yz)), np.abs(xz - yz), scale
+def psnr(restored: np.ndarray, truth: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / float(np.mean((restored - truth) ** 2))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,40 +184,51 @@ def main(argv: list[str] | None = None) -> int:
     method = api.configure("skelem", factor=factor, steps=args.steps)
     method.fit(observed, progress=False)
     fit_seconds = time.perf_counter() - start
-    rows: dict[str, dict[str, float]] = {}
+    outputs: dict[str, np.ndarray] = {}
+    scores: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict] = {}
 
-    def row(name: str, uncertainty: np.ndarray, restored: np.ndarray, **extra: float) -> None:
-        rho = uncertainty_error_correlation(uncertainty, restored, true)
+    def row(name: str, uncertainty: np.ndarray, against: list[str], **extra) -> None:
+        rho = {o: uncertainty_error_correlation(uncertainty, outputs[o], true) for o in against}
         rows[name] = {"spearman": rho, **extra}
-        print(f"{name}: {rho:.3f}", extra or "", flush=True)
+        print(f"{name}: {json.dumps({k: round(v, 3) for k, v in rho.items()})}", flush=True)
 
-    for label, options in (
-        ("truncated", {}),
-        ("full 4 steps", {"mode": "full", "num_inference_steps": 4}),
+    for output, name, options in (
+        ("skelem", "skelem std", {}),
+        ("skelem full", "skelem std, full 4 steps", {"mode": "full", "num_inference_steps": 4}),
     ):
         sampler = method.with_inference(num_samples=args.samples, **options)
         where, request = request_for(sampler, region, sections.shape, ("restored", "std"))
         start = time.perf_counter()
         out = sampler.predict_block(sections[where], request)
-        seconds = time.perf_counter() - start
-        psnr = float(10 * np.log10(255.0**2 / float(np.mean((out["restored"] - true) ** 2))))
-        row(f"skelem std, {label}", out["std"], out["restored"], psnr=psnr, seconds=seconds)
+        outputs[output] = out["restored"]
+        scores[output] = {
+            "psnr": psnr(out["restored"], true),
+            "seconds": time.perf_counter() - start,
+        }
+        row(name, out["std"], [output], oracle=False)
 
     skeleton = method.skeleton
-    normalized = skeleton.normalization.apply(sections)
+    where, request = request_for(skeleton, region, sections.shape)
+    outputs["skeleton"] = skeleton.predict_block(sections[where], request)["restored"]
+    scores["skeleton"] = {"psnr": psnr(outputs["skeleton"], true)}
     start = time.perf_counter()
-    net, held_out = train_error_net(skeleton, normalized, args.errnet_steps)
+    net, held_out = train_error_net(
+        skeleton, skeleton.normalization.apply(sections), args.errnet_steps
+    )
     errnet_seconds = time.perf_counter() - start
-    restored, disagreement, scale = skeleton_maps(skeleton, sections, region, net)
-    psnr = float(10 * np.log10(255.0**2 / float(np.mean((restored - true) ** 2))))
-    row("skeleton view disagreement", disagreement, restored, psnr=psnr)
+    disagreement, scale = skeleton_maps(skeleton, sections, region, net)
+    both = ["skelem", "skeleton"]
+    row("skeleton view disagreement", disagreement, both, oracle=False)
     plane = np.arange(region[0].start, region[0].stop) % factor
     distance = np.broadcast_to(np.abs(plane - (factor - 1) / 2)[:, None, None], true.shape)
-    row("section distance", distance, restored)
-    row("learned error scale", scale, restored, held_out_xy=held_out, seconds=errnet_seconds)
-    error = np.abs(restored - true)
+    row("section distance", distance, both, oracle=False)
+    row("learned error scale", scale, both, oracle=False, held_out_xy=held_out,
+        seconds=errnet_seconds)  # fmt: skip
     for sigma in (1, 2):
-        row(f"oracle: smoothed error, sigma {sigma}", ndi.gaussian_filter(error, sigma), restored)
+        for output in both:
+            smoothed = ndi.gaussian_filter(np.abs(outputs[output] - true), sigma)
+            row(f"oracle: smoothed {output} error, sigma {sigma}", smoothed, [output], oracle=True)
     record = {
         **provenance(sys.argv if argv is None else ["benchmarks/uncertainty_bench.py", *argv]),
         "factor": factor,
@@ -216,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         "region": [[s.start, s.stop] for s in region],
         "fit_seconds": fit_seconds,
         "errnet_steps": args.errnet_steps,
+        "outputs": scores,
         "rows": rows,
     }
-    save_record(record, args.out)
+    save_record(record, args.out, overwrite=True)
     print(f"wrote {args.out}")
     return 0
 

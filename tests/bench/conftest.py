@@ -22,19 +22,25 @@ def _imported_benchmark(name: str) -> Iterator[ModuleType]:
 
     The folder is on ``sys.path`` meanwhile, as when the script runs, so the
     scripts that import a sibling find it; the module is in ``sys.modules``
-    meanwhile, where its dataclasses look it up.
+    meanwhile, where its dataclasses look it up. Both are as before afterwards,
+    siblings the script imported included.
     """
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    modules_before = dict(sys.modules)
     sys.path.insert(0, str(BENCHMARKS))
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
-        del sys.modules[name]
         sys.path.remove(str(BENCHMARKS))
+        for added in set(sys.modules) - set(modules_before):
+            if Path(getattr(sys.modules[added], "__file__", None) or "/").parent == BENCHMARKS:
+                del sys.modules[added]
+        if name in modules_before:
+            sys.modules[name] = modules_before[name]
 
 
 @pytest.fixture(scope="session")

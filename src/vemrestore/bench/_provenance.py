@@ -80,12 +80,13 @@ def _strict_json(value: Any) -> Any:
     return value
 
 
-def save_record(record: dict[str, Any], path: str | Path, *, overwrite: bool = True) -> Path:
+def save_record(record: dict[str, Any], path: str | Path, *, overwrite: bool) -> Path:
     """Write a benchmark's JSON record; the file appears complete or not at all.
 
     Non-finite numbers are written as strings ("inf", "nan"). A missing
     folder is created; an existing file is replaced only with ``overwrite``
-    (`vemrestore.io.atomic_output`).
+    (`vemrestore.io.atomic_output`): a benchmark that re-runs into its own
+    results file passes True.
     """
     from vemrestore.io import atomic_output
 

@@ -16,6 +16,7 @@ from skimage.transform import warp
 
 __all__ = [
     "FLOW_MARGIN",
+    "MIN_FLOW_WINDOW",
     "FlowOptions",
     "damaged_runs",
     "fill_flow",
@@ -105,9 +106,13 @@ def fill_linear(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-# Pixels of context around a damaged region that its flow is estimated on:
-# several times the few-pixel motion between neighbouring sections.
+# Pixels of context around a damaged region that its flow is estimated on.
 FLOW_MARGIN = 32
+# The least side of a flow window. TV-L1 works coarse to fine on a pyramid
+# halved down to about 32 px, so its reach grows with the image: on 256 px it
+# follows motions of about 16 px, as on a whole 512 px section (smaller
+# windows lost motions of 9 px between the sections bounding a gap).
+MIN_FLOW_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -199,22 +204,36 @@ def _nearest_known(mask: np.ndarray, start: int, stop: int) -> tuple[np.ndarray,
     return above, below
 
 
+def _at_least(span: slice, size: int, length: int) -> slice:
+    """``span`` of ``range(length)`` widened about its centre to ``size`` (at most ``length``)."""
+    size = min(size, length)
+    if span.stop - span.start >= size:
+        return span
+    start = min(max(0, (span.start + span.stop - size) // 2), length - size)
+    return slice(start, start + size)
+
+
 def _flow_windows(
-    footprint: np.ndarray, margin: int | None
+    footprint: np.ndarray, margin: int | None, min_size: int = MIN_FLOW_WINDOW
 ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """Windows (y, x) whose flows cover ``footprint`` (Y, X), each with its part of it.
 
     A window is the bounding box of one connected part of ``footprint`` grown
-    by ``margin`` pixels (``None``: one window, the whole section); parts
-    closer than that share a window.
+    by ``margin`` pixels on every side (parts at most ``2 * margin`` pixels
+    apart share one), then widened to ``min_size`` pixels where it is
+    smaller; ``None``: one window, the whole section. Windows may overlap;
+    their parts do not.
     """
     if margin is None:
         return [((slice(None), slice(None)), footprint)]
+    if margin < 0:
+        raise ValueError(f"margin={margin}: give a non-negative number of pixels, or None")
     labels, _ = ndi.label(ndi.maximum_filter(footprint, size=2 * margin + 1))
-    return [
-        (window, footprint[window] & (labels[window] == part))
-        for part, window in enumerate(ndi.find_objects(labels), start=1)
-    ]
+    windows = []
+    for part, box in enumerate(ndi.find_objects(labels), start=1):
+        window = tuple(_at_least(s, min_size, n) for s, n in zip(box, footprint.shape, strict=True))
+        windows.append((window, footprint[window] & (labels[window] == part)))
+    return windows
 
 
 def fill_flow(
@@ -234,9 +253,10 @@ def fill_flow(
     order of the pairs does not matter): a missing section takes the sections
     bounding the run, a damaged region the sections next to it, as
     ``fill_linear`` does. A flow is estimated on a window around each damaged
-    region, ``margin`` pixels wider on every side, so its cost follows the
-    damaged area, not the section's (a missing section's window is the whole
-    section).
+    region, ``margin`` pixels wider on every side and at least
+    ``MIN_FLOW_WINDOW`` pixels wide, so on large sections its cost follows
+    the damaged area, not the section's (a missing section's window is the
+    whole section).
     The other masked voxels (runs at the top or bottom of the block, or
     outside ``z_out``) take ``fill_linear``'s values.
 
@@ -249,8 +269,9 @@ def fill_flow(
         The sections whose runs are interpolated along the flow.
     options : FlowOptions
     margin : int or None
-        Context around each damaged region, in pixels; ``None`` estimates
-        every flow on whole sections.
+        Context around each damaged region, in pixels (windows are at least
+        ``MIN_FLOW_WINDOW`` pixels wide); ``None`` estimates every flow on
+        whole sections.
 
     Returns
     -------
