@@ -199,7 +199,8 @@ def test_flow_beats_linear_on_moving_structure():
     assert flow_psnr > lin_psnr + 5
 
 
-def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels():
+@pytest.mark.parametrize("margin", [None, FLOW_MARGIN])  # a section too small to split
+def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels(margin):
     # Regions damaged in consecutive sections: a region known above and below
     # is interpolated between its direct neighbours, not across the whole run.
     rng = np.random.default_rng(2)
@@ -208,7 +209,7 @@ def test_flow_fills_each_damaged_region_from_the_sections_known_at_its_pixels():
     mask[2, 4:14, 4:30] = True  # alone in its columns: between sections 1 and 3
     mask[3, 24:36, 6:34] = True  # alone in its columns: between sections 2 and 4
     mask[2:4, 16:22, 10:20] = True  # damaged in both: between 1 and 4, at 1/3 and 2/3
-    out = fill_flow(stack, mask, slice(0, 6), margin=None)
+    out = fill_flow(stack, mask, slice(0, 6), margin=margin)
     filled = fill_linear(stack, mask)
     first = mask[2] & ~mask[3]
     second = mask[3] & ~mask[2]
@@ -245,15 +246,16 @@ def test_flow_windows_grow_each_damaged_region_by_the_margin_and_to_the_least_si
     assert [w for w, _ in _flow_windows(footprint, 8, min_size=500)] == [
         (slice(0, 100), slice(0, 120))
     ] * 2
-    assert _flow_windows(footprint, None) == [((slice(None), slice(None)), footprint)]
+    assert _flow_windows(footprint, None, 40) == [((slice(None), slice(None)), footprint)]
     with pytest.raises(ValueError, match="non-negative"):
-        _flow_windows(footprint, -1)
+        _flow_windows(footprint, -1, 40)
 
 
 def test_flow_in_windows_matches_flow_on_whole_sections():
     # Moving structure (3 px per section, 9 px across a two-section gap) on
-    # sections larger than a window; several pairs in one run, an L-shaped
-    # region, a region damaged in two sections on the border, one far away.
+    # sections larger than a window (256 px: the least that follows 9 px);
+    # several pairs in one run, an L-shaped region, a region damaged in two
+    # sections on the border, one far away.
     rng = np.random.default_rng(4)
     base = gaussian_filter(rng.random((384, 384)), 2.5)
     base = (base - base.min()) / (base.max() - base.min())
@@ -264,8 +266,8 @@ def test_flow_in_windows_matches_flow_on_whole_sections():
     mask[3, 40:60, 40:60] = True  # between 2 and 4
     mask[2:4, 352:384, 0:20] = True  # in both, on the border: between 1 and 4
     mask[2, 250:280, 250:280] = True
-    assert len(_flow_windows(mask[2], FLOW_MARGIN)) == 3
-    windowed = fill_flow(stack, mask, slice(0, 6))
+    assert len(_flow_windows(mask[2], FLOW_MARGIN, 256)) == 3
+    windowed = fill_flow(stack, mask, slice(0, 6), min_window=256)
     whole = fill_flow(stack, mask, slice(0, 6), margin=None)
     linear = fill_linear(stack, mask)
     assert np.array_equal(windowed[~mask], stack[~mask])

@@ -109,10 +109,11 @@ def fill_linear(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # Pixels of context around a damaged region that its flow is estimated on.
 FLOW_MARGIN = 32
 # The least side of a flow window. TV-L1 works coarse to fine on a pyramid
-# halved down to about 32 px, so its reach grows with the image: on 256 px it
-# follows motions of about 16 px, as on a whole 512 px section (smaller
-# windows lost motions of 9 px between the sections bounding a gap).
-MIN_FLOW_WINDOW = 256
+# halved down to about 32 px, so its reach grows with the image: windows of
+# 64-100 px lost motions of 9 px that whole sections follow, and on ISBI's
+# 512 px sections 256 px windows cost 0.1 dB (benchmarks/flow_windows_bench.py).
+# Sections up to this size are thus never split.
+MIN_FLOW_WINDOW = 512
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _at_least(span: slice, size: int, length: int) -> slice:
 
 
 def _flow_windows(
-    footprint: np.ndarray, margin: int | None, min_size: int = MIN_FLOW_WINDOW
+    footprint: np.ndarray, margin: int | None, min_size: int
 ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """Windows (y, x) whose flows cover ``footprint`` (Y, X), each with its part of it.
 
@@ -243,6 +244,7 @@ def fill_flow(
     *,
     options: FlowOptions = FlowOptions(),
     margin: int | None = FLOW_MARGIN,
+    min_window: int = MIN_FLOW_WINDOW,
 ) -> np.ndarray:
     """Replace masked voxels by optical-flow interpolation between the nearest known sections.
 
@@ -254,9 +256,9 @@ def fill_flow(
     bounding the run, a damaged region the sections next to it, as
     ``fill_linear`` does. A flow is estimated on a window around each damaged
     region, ``margin`` pixels wider on every side and at least
-    ``MIN_FLOW_WINDOW`` pixels wide, so on large sections its cost follows
-    the damaged area, not the section's (a missing section's window is the
-    whole section).
+    ``min_window`` pixels wide, so on large sections its cost follows the
+    damaged area, not the section's (a missing section's window is the whole
+    section, and so is any window of a section up to ``min_window`` wide).
     The other masked voxels (runs at the top or bottom of the block, or
     outside ``z_out``) take ``fill_linear``'s values.
 
@@ -269,9 +271,10 @@ def fill_flow(
         The sections whose runs are interpolated along the flow.
     options : FlowOptions
     margin : int or None
-        Context around each damaged region, in pixels (windows are at least
-        ``MIN_FLOW_WINDOW`` pixels wide); ``None`` estimates every flow on
-        whole sections.
+        Context around each damaged region, in pixels; ``None`` estimates
+        every flow on whole sections.
+    min_window : int
+        The least side of a window, in pixels.
 
     Returns
     -------
@@ -287,7 +290,7 @@ def fill_flow(
         run = mask[a:b]
         for p, q in np.unique(np.stack([above[run], below[run]], axis=1), axis=0):
             pair = run & (above == p) & (below == q)
-            for window, part in _flow_windows(pair.any(axis=0), margin):
+            for window, part in _flow_windows(pair.any(axis=0), margin, min_window):
                 here = pair[(slice(None), *window)] & part
                 sections = np.flatnonzero(here.reshape(len(run), -1).any(axis=1))
                 positions = (sections + a - p) / (q - p)
