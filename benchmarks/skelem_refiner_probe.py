@@ -4,8 +4,9 @@ The refiner is judged in its own domain: XY patches of held-out sections,
 degraded along one lateral axis by the axial forward model (the pairs it
 trains on), so the sharp patch is the truth. The medulla cube (sample2) is
 sectioned by ``--factor``; the frozen skeleton is the shipped prior (no
-fine-tune); the refiner trains self-supervised on the other sections with
-SkelEM's defaults (``--steps`` sets its budget). For each sampler setting
+fine-tune); the refiner starts from its shipped prior and fine-tunes
+self-supervised on the other sections, as ``vemrestore iso --method skelem``
+does (``--from-scratch``: from random weights; ``--steps`` sets the budget). For each sampler setting
 (truncated starts at several strengths, the one matched to the skeleton's
 held-out error, and sampling from pure noise) and ``--samples`` seeds:
 
@@ -44,11 +45,11 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from vemrestore import api
 from vemrestore.bench import provenance, save_record
 from vemrestore.bench.datasets import scoring_cube
 from vemrestore.degrade import AxialSectioning
 from vemrestore.io import Volume
-from vemrestore.methods import create_method
 from vemrestore.methods.skelem import SkelEM
 from vemrestore.methods.skelem.refiner import refine_planes, skeleton_pairs
 from vemrestore.methods.skeleton_prior import shipped_skeleton
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=8.0)
     parser.add_argument("--steps", type=int, default=None, help="refiner steps (default: its own)")
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train the refiner from random weights (the rows before the shipped refiner "
+        "prior); default: the shipped prior and its fine-tune, as `vemrestore iso` does",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     cube = scoring_cube(quick=False)
@@ -124,9 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         skeleton = Path(work) / "skeleton"
         prior = shipped_skeleton(args.factor, PercentileNormalization.from_data(sections))
         prior.save(skeleton)
-        train = {} if args.steps is None else {"train": {"num_steps": args.steps}}
-        method = create_method(
-            "skelem", scale_factor=args.factor, skeleton_path=skeleton, cycle=None, **train
+        method = api.configure(
+            "skelem",
+            factor=args.factor,
+            steps=args.steps,
+            from_scratch=args.from_scratch,
+            skeleton_path=skeleton,
+            cycle=None,
         )
         start = time.perf_counter()
         method.fit_refiner(observed, progress=False)
@@ -152,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         **provenance(sys.argv if argv is None else ["benchmarks/skelem_refiner_probe.py", *argv]),
         "factor": args.factor,
+        "refiner": "from scratch" if args.from_scratch else "shipped prior, fine-tuned",
         "refiner_steps": method.train_result.steps,
         "fit_seconds": fit_seconds,
         "refiner_val_losses": method.train_result.val_losses,
