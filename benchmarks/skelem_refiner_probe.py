@@ -6,9 +6,10 @@ trains on), so the sharp patch is the truth. The medulla cube (sample2) is
 sectioned by ``--factor``; the frozen skeleton is the shipped prior (no
 fine-tune); the refiner starts from its shipped prior and fine-tunes
 self-supervised on the other sections, as ``vemrestore iso --method skelem``
-does (``--from-scratch``: from random weights; ``--steps`` sets the budget). For each sampler setting
-(truncated starts at several strengths, the one matched to the skeleton's
-held-out error, and sampling from pure noise) and ``--samples`` seeds:
+does (``--from-scratch``: from random weights; ``--steps`` sets the budget).
+For each sampler setting (truncated starts at several strengths, the one
+matched to the skeleton's held-out error, and sampling from pure noise) and
+``--samples`` seeds:
 
 - ``gain_one_db`` / ``gain_mean_db``: PSNR gain over the skeleton of one
   sample and of the mean of the samples (negative: the refiner hurts);
