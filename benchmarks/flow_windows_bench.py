@@ -29,15 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from slices_bench import masked_psnr  # a sibling script: benchmarks/ is on sys.path
 
 from vemrestore.bench import provenance, real_dataset, save_record
 from vemrestore.degrade import SliceDamage
 from vemrestore.io import open_volume
 from vemrestore.methods.slices.interp import FLOW_MARGIN, MIN_FLOW_WINDOW, fill_flow
-
-
-def masked_psnr(truth: np.ndarray, restored: np.ndarray, mask: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((restored[mask] - truth[mask]) ** 2)))
 
 
 def main(argv: list[str] | None = None) -> int:

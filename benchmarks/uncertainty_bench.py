@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from skelem_bench import central_region, predict  # a sibling: benchmarks/ is on sys.path
 
 from vemrestore import api
 from vemrestore.bench import provenance, save_record
@@ -57,21 +58,11 @@ from vemrestore.io import Volume
 from vemrestore.methods import BlockRequest
 from vemrestore.methods.skelem.refiner import skeleton_pairs
 from vemrestore.methods.skeleton import Skeleton
-from vemrestore.metrics import uncertainty_error_correlation
+from vemrestore.metrics import peak_signal_noise_ratio, uncertainty_error_correlation
 from vemrestore.models.unet2d import UNet2D, pad_to_multiple
 from vemrestore.train import TrainConfig, fit_model, holdout_sections
 
 POOL, VAL, PATCH = 4096, 512, 64
-
-
-def central_region(shape: tuple[int, ...], size: tuple[int, int, int], factor: int):
-    """Central output region of ``size``, z on whole sections."""
-    sz = size[0] // factor * factor
-    z0 = (shape[0] // factor - sz // factor) // 2 * factor
-    lateral = [
-        slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(shape[1:], size[1:], strict=True)
-    ]
-    return (slice(z0, z0 + sz), *lateral)
 
 
 def request_for(method, region, shape, outputs=("restored",)):
@@ -155,10 +146,6 @@ def skeleton_maps(skeleton: Skeleton, sections, region, net):
     return disagreement, scale
 
 
-def psnr(restored: np.ndarray, truth: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / float(np.mean((restored - truth) ** 2))))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--factor", type=int, default=8)
@@ -203,15 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         out = sampler.predict_block(sections[where], request)
         outputs[output] = out["restored"]
         scores[output] = {
-            "psnr": psnr(out["restored"], true),
+            "psnr": peak_signal_noise_ratio(true, out["restored"], data_range=255.0),
             "seconds": time.perf_counter() - start,
         }
         row(name, out["std"], [output], oracle=False)
 
     skeleton = method.skeleton
-    where, request = request_for(skeleton, region, sections.shape)
-    outputs["skeleton"] = skeleton.predict_block(sections[where], request)["restored"]
-    scores["skeleton"] = {"psnr": psnr(outputs["skeleton"], true)}
+    outputs["skeleton"] = predict(skeleton, sections, region)
+    scores["skeleton"] = {
+        "psnr": peak_signal_noise_ratio(true, outputs["skeleton"], data_range=255.0)
+    }
     start = time.perf_counter()
     net, held_out = train_error_net(
         skeleton, skeleton.normalization.apply(sections), args.errnet_steps
